@@ -1,0 +1,98 @@
+from django.contrib import admin
+
+from preference_app.core.models import (
+    Candidate,
+    Comparison,
+    Conversation,
+    Demonstration,
+    GenerationBatch,
+    Judgment,
+    ModelVersion,
+    Prompt,
+    TrainingRound,
+    Turn,
+)
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ["id", "short_text", "source", "tags", "created"]
+    list_filter = ["source", "created"]
+    search_fields = ["text"]
+    readonly_fields = ["text_sha256", "created"]
+
+    @admin.display(description="text")
+    def short_text(self, prompt: Prompt) -> str:
+        return prompt.text[:100]
+
+
+class TurnInline(admin.TabularInline):
+    model = Turn
+    extra = 0
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ["id", "source", "prompt", "annotator", "overall_rating", "ended", "created"]
+    list_filter = ["source", "overall_rating", "created"]
+    search_fields = ["turns__text", "comment"]
+    raw_id_fields = ["prompt", "annotator"]
+    inlines = [TurnInline]
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "is_serving", "training_round", "parent", "base_model_id", "created"]
+    list_filter = ["kind", "is_serving", "created"]
+    search_fields = ["name", "path", "base_model_id"]
+    raw_id_fields = ["parent", "training_round"]
+
+
+@admin.register(Candidate)
+class CandidateAdmin(admin.ModelAdmin):
+    list_display = ["id", "short_text", "model_version", "conversation", "context_length", "token_count",
+                    "finished_with_eos", "generation_seconds", "created"]
+    list_filter = ["model_version", "finished_with_eos", "created"]
+    search_fields = ["text"]
+    raw_id_fields = ["conversation", "edited_from", "author"]
+
+    @admin.display(description="text")
+    def short_text(self, candidate: Candidate) -> str:
+        return candidate.text[:100]
+
+
+@admin.register(Comparison)
+class ComparisonAdmin(admin.ModelAdmin):
+    list_display = ["id", "conversation", "context_length", "training_round", "source", "overlap_target", "created"]
+    list_filter = ["source", "training_round", "created"]
+    raw_id_fields = ["conversation", "candidate_a", "candidate_b"]
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "comparison", "annotator", "choice", "strength", "left_candidate", "seconds_spent", "created"]
+    list_filter = ["choice", "strength", "left_candidate", "created"]
+    search_fields = ["rationale", "annotator__username"]
+    raw_id_fields = ["comparison", "annotator"]
+
+
+@admin.register(TrainingRound)
+class TrainingRoundAdmin(admin.ModelAdmin):
+    list_display = ["number", "status", "step", "progress", "created", "started", "finished"]
+    list_filter = ["status"]
+    readonly_fields = ["error"]
+
+
+@admin.register(Demonstration)
+class DemonstrationAdmin(admin.ModelAdmin):
+    list_display = ["id", "conversation", "context_length", "author", "created"]
+    search_fields = ["text"]
+    raw_id_fields = ["conversation", "author", "candidate"]
+
+
+@admin.register(GenerationBatch)
+class GenerationBatchAdmin(admin.ModelAdmin):
+    list_display = ["id", "model_version", "status", "candidates_created", "comparisons_created", "created", "finished"]
+    list_filter = ["status", "model_version"]
+    readonly_fields = ["error", "claimed", "finished"]
+    filter_horizontal = ["conversations"]

@@ -1,0 +1,270 @@
+"""Writes to the preference data: prompts, conversations, model versions and candidate generation."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterable
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from preference_app.core.model_store import base_model_location, serving_model
+from preference_app.core.models import (
+    Candidate,
+    Comparison,
+    Conversation,
+    GenerationBatch,
+    ModelVersion,
+    Prompt,
+    Turn,
+)
+from training.checkpoints import BUNDLED_MODEL_NAME
+from training.generate import GenerationConfig, generate_replies
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_PROMPTS_FILE = Path(__file__).with_name("builtin_prompts.jsonl")
+MAX_PROMPT_CHARS = 8000
+
+
+class InvalidInput(ValueError):
+    """Input that is rejected as a whole; the message says what and where."""
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def prompt_create(*, text: str, source: str, tags: list[str] | None = None, created_by=None) -> tuple[Prompt, bool]:
+    """Store a prompt unless the same text is already stored; returns (prompt, created)."""
+    text = text.strip()
+    if not text:
+        raise InvalidInput("A prompt needs some text.")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"A prompt may have at most {MAX_PROMPT_CHARS} characters, not {len(text)}.")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(tag, str) for tag in tags)):
+        raise InvalidInput("Tags must be a list of strings.")
+    return Prompt.objects.get_or_create(
+        text_sha256=text_sha256(text),
+        defaults={"text": text, "source": source, "tags": tags or [], "created_by": created_by},
+    )
+
+
+@dataclass
+class PromptImportReport:
+    created: int = 0
+    skipped_duplicates: int = 0
+    prompts: list[Prompt] = field(default_factory=list)
+
+
+def _prompt_rows(path: Path) -> Iterable[tuple[int, dict]]:
+    """Yield (line number, row) from a JSONL or CSV file with a `text` field and optional `tags`."""
+    raw = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(raw))
+        if not reader.fieldnames or "text" not in reader.fieldnames:
+            raise InvalidInput(f"{path.name}: a CSV file needs a header row with a `text` column.")
+        for row in reader:
+            tags = [tag.strip() for tag in (row.get("tags") or "").split(";") if tag.strip()]
+            yield reader.line_num, {"text": row["text"], "tags": tags}
+        return
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InvalidInput(f"{path.name}, line {number}: not valid JSON ({error.msg}).") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise InvalidInput(f"{path.name}, line {number}: expected an object with a string `text` field.")
+        yield number, row
+
+
+def prompts_import(*, path: Path, source: str = Prompt.Source.IMPORTED, created_by=None) -> PromptImportReport:
+    """Import prompts from JSONL or CSV in one transaction: a bad line stores nothing at all."""
+    path = Path(path)
+    if path.suffix.lower() not in {".jsonl", ".csv"}:
+        raise InvalidInput(f"{path.name}: prompts are imported from .jsonl or .csv files.")
+    report = PromptImportReport()
+    with transaction.atomic():
+        for number, row in _prompt_rows(path):
+            try:
+                prompt, created = prompt_create(
+                    text=row["text"], source=source, tags=row.get("tags") or [], created_by=created_by
+                )
+            except InvalidInput as error:
+                raise InvalidInput(f"{path.name}, line {number}: {error}") from None
+            report.prompts.append(prompt)
+            if created:
+                report.created += 1
+            else:
+                report.skipped_duplicates += 1
+    return report
+
+
+def builtin_prompts_load() -> PromptImportReport:
+    return prompts_import(path=BUILTIN_PROMPTS_FILE, source=Prompt.Source.BUILTIN)
+
+
+def conversation_start_from_prompt(*, prompt: Prompt) -> Conversation:
+    conversation = Conversation.objects.create(prompt=prompt, source=Conversation.Source.PROMPT)
+    Turn.objects.create(conversation=conversation, index=0, role=Turn.Role.USER, text=prompt.text)
+    return conversation
+
+
+def model_version_base_ensure() -> ModelVersion:
+    """Register the base policy (MODEL_NAME) as a model version, serving if nothing else serves.
+
+    Safe to call repeatedly: the base version is looked up by name.
+    """
+    location = base_model_location()
+    name = f"base:{settings.MODEL_NAME}"
+    base_id = BUNDLED_MODEL_NAME if settings.MODEL_NAME == BUNDLED_MODEL_NAME else settings.MODEL_NAME
+    with transaction.atomic():
+        version, _ = ModelVersion.objects.get_or_create(
+            name=name,
+            defaults={"kind": ModelVersion.Kind.POLICY, "path": location, "base_model_id": base_id},
+        )
+        if not ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, is_serving=True).exists():
+            ModelVersion.objects.filter(pk=version.pk).update(is_serving=True)
+            version.is_serving = True
+    return version
+
+
+def generation_batch_create(
+    *,
+    model_version: ModelVersion,
+    conversations: list[Conversation],
+    sampling: GenerationConfig,
+    overlap_target: int = 1,
+    training_round=None,
+) -> GenerationBatch:
+    """Record a generation request and queue it once the surrounding transaction commits."""
+    if not conversations:
+        raise InvalidInput("A generation batch needs at least one conversation.")
+    if sampling.candidates_per_context < 2:
+        raise InvalidInput("At least two candidates per context are needed to form a comparison.")
+    from preference_app.core.tasks import generate_candidates
+
+    with transaction.atomic():
+        batch = GenerationBatch.objects.create(
+            model_version=model_version,
+            training_round=training_round,
+            sampling=sampling.to_dict(),
+            overlap_target=overlap_target,
+        )
+        batch.conversations.set(conversations)
+        transaction.on_commit(lambda: generate_candidates.delay(batch.pk))
+    return batch
+
+
+def _claim_generation_batch(batch_id: int) -> bool:
+    """Move a batch from pending to running; True only for the one caller that did so.
+
+    A batch left running by a worker that died is claimable again once it is older than the task
+    time limit, since no live worker can still be working on it then.
+    """
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    claimed = GenerationBatch.objects.filter(pk=batch_id, status=GenerationBatch.Status.PENDING).update(
+        status=GenerationBatch.Status.RUNNING, claimed=now
+    )
+    if not claimed:
+        claimed = GenerationBatch.objects.filter(
+            pk=batch_id, status=GenerationBatch.Status.RUNNING, claimed__lt=stale_before
+        ).update(claimed=now)
+    return bool(claimed)
+
+
+def _context_messages(conversation: Conversation, context_length: int) -> list[dict[str, str]]:
+    turns = conversation.turns.filter(index__lt=context_length).order_by("index")
+    return [{"role": turn.role, "content": turn.text} for turn in turns]
+
+
+def generation_batch_run(*, batch_id: int) -> GenerationBatch:
+    """Generate the batch's candidates and pair them into comparisons (idempotent).
+
+    Generation runs outside any transaction (it takes long); its results are then written in one
+    transaction together with the batch's move to done, so a crash leaves either nothing or all.
+    """
+    if not _claim_generation_batch(batch_id):
+        logger.info("Generation batch %s was already claimed or finished; nothing to do.", batch_id)
+        return GenerationBatch.objects.get(pk=batch_id)
+    batch = GenerationBatch.objects.select_related("model_version").get(pk=batch_id)
+    try:
+        config = GenerationConfig(**batch.sampling)
+        conversations = list(batch.conversations.order_by("id"))
+        positions = [conversation.turns.count() for conversation in conversations]
+        contexts = [_context_messages(c, length) for c, length in zip(conversations, positions)]
+        loaded = serving_model(batch.model_version.path)
+        replies = generate_replies(loaded.model, loaded.tokenizer, contexts, config)
+        with transaction.atomic():
+            locked = GenerationBatch.objects.select_for_update().get(pk=batch_id)
+            if locked.status != GenerationBatch.Status.RUNNING:
+                return locked
+            candidates_created, comparisons_created = _store_generated(batch, conversations, positions, replies)
+            locked.status = GenerationBatch.Status.DONE
+            locked.candidates_created = candidates_created
+            locked.comparisons_created = comparisons_created
+            locked.finished = timezone.now()
+            locked.save(update_fields=["status", "candidates_created", "comparisons_created", "finished"])
+        return locked
+    except Exception as error:
+        GenerationBatch.objects.filter(pk=batch_id).update(
+            status=GenerationBatch.Status.FAILED, error=f"{type(error).__name__}: {error}", finished=timezone.now()
+        )
+        raise
+
+
+def _store_generated(batch, conversations, positions, replies) -> tuple[int, int]:
+    """Create the candidates, then pair each context's candidates at random into disjoint pairs."""
+    pairing = random.Random(batch.sampling.get("seed", 0))
+    candidates_created = comparisons_created = 0
+    for conversation, position, context_replies in zip(conversations, positions, replies):
+        candidates = [
+            Candidate.objects.create(
+                conversation=conversation,
+                context_length=position,
+                text=reply.text,
+                model_version=batch.model_version,
+                sampling=batch.sampling,
+                token_count=reply.token_count,
+                finished_with_eos=reply.finished_with_eos,
+                generation_seconds=reply.seconds,
+            )
+            for reply in context_replies
+        ]
+        candidates_created += len(candidates)
+        pairing.shuffle(candidates)
+        for first, second in zip(candidates[0::2], candidates[1::2]):
+            Comparison.objects.create(
+                conversation=conversation,
+                context_length=position,
+                candidate_a=first,
+                candidate_b=second,
+                training_round=batch.training_round,
+                source=Comparison.Source.GENERATED,
+                overlap_target=batch.overlap_target,
+            )
+            comparisons_created += 1
+    return candidates_created, comparisons_created
+
+
+def demo_first_batch_queue(*, prompt_count: int, sampling: GenerationConfig) -> GenerationBatch | None:
+    """Queue candidates for the first prompts that have no conversation yet (used by `make demo`)."""
+    fresh = list(Prompt.objects.filter(conversations__isnull=True).order_by("id")[:prompt_count])
+    if not fresh:
+        return None
+    version = model_version_base_ensure()
+    with transaction.atomic():
+        conversations = [conversation_start_from_prompt(prompt=prompt) for prompt in fresh]
+        return generation_batch_create(model_version=version, conversations=conversations, sampling=sampling)

@@ -1,0 +1,119 @@
+"""Fixtures shared by the whole suite: tiny models, users in each role, and a real Celery worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import connection
+
+from preference_app.core import roles
+from training.tiny import build_tiny_causal_lm
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_OUTPUT = REPO_ROOT / "test-output"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "tiny-policy", seed=0)
+
+
+def make_user(username: str, role: str | None, **extra):
+    user = get_user_model().objects.create_user(username=username, password="correct horse battery", **extra)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def annotator(db):
+    return make_user("ann", roles.ANNOTATOR)
+
+
+@pytest.fixture
+def researcher(db):
+    return make_user("res", roles.RESEARCHER)
+
+
+@pytest.fixture
+def admin_user(db):
+    return make_user("boss", roles.ADMIN, is_staff=True)
+
+
+def database_url_for_current_connection() -> str:
+    """The URL of the database the tests are using (the test database), for child processes."""
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = quote(settings_dict.get("USER") or "")
+    password = f":{quote(settings_dict['PASSWORD'])}" if settings_dict.get("PASSWORD") else ""
+    credentials = f"{user}{password}@" if user else ""
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgresql://{credentials}{settings_dict.get('HOST') or '127.0.0.1'}{port}/{settings_dict['NAME']}"
+
+
+def child_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url_for_current_connection()
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """A real `celery worker` process consuming both queues from the configured broker.
+
+    Messages left in the broker by an earlier, interrupted run are purged first, so the worker only
+    sees this run's tasks.
+    """
+    from preference_app.celery import app
+
+    with django_db_blocker.unblock():
+        env = child_environment()
+    app.control.purge()
+    log_path = TEST_OUTPUT / "celery-worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "preference_app", "worker", "--pool", "solo",
+         "--queues", "default,training", "--loglevel", "INFO", "--without-heartbeat", "--without-gossip",
+         "--without-mingle"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"The Celery worker exited at start-up; see {log_path}.")
+        if "ready." in log_path.read_text():
+            break
+        time.sleep(0.5)
+    else:
+        process.kill()
+        raise RuntimeError(f"The Celery worker did not become ready in 90 s; see {log_path}.")
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def wait_for(condition, *, timeout: float, interval: float = 0.25, message: str = "condition"):
+    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout} s waiting for {message}.")

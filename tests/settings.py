@@ -1,0 +1,12 @@
+"""Settings for the test suite: the app's own settings with var/ moved aside.
+
+Keeping test state (SQLite test database, filesystem broker, models) under var/test means a test
+run never touches the demo's database or queue.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+
+from preference_app.settings import *  # noqa: E402,F403

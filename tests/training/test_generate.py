@@ -1,0 +1,70 @@
+"""Batched candidate generation: left padding, K replies per context, EOS handling and seeds."""
+
+import pytest
+
+from training.checkpoints import load_causal_lm
+from training.generate import GenerationConfig, generate_replies
+
+CONTEXTS = [
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "user", "content": "Explain, in a long and careful answer, why the sea is salty."}],
+    [
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "Another one?"},
+    ],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_causal_lm(str(tiny_model_dir))
+
+
+def test_batched_greedy_replies_equal_one_at_a_time_replies(tiny):
+    greedy = GenerationConfig(candidates_per_context=1, temperature=0, max_new_tokens=10)
+    batched = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, greedy)
+    singles = [generate_replies(tiny.model, tiny.tokenizer, [context], greedy)[0] for context in CONTEXTS]
+    assert [replies[0].text for replies in batched] == [replies[0].text for replies in singles]
+
+
+def test_k_candidates_come_back_per_context_in_order(tiny):
+    config = GenerationConfig(candidates_per_context=3, max_new_tokens=8, batch_size=4)
+    replies = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, config)
+    assert [len(context_replies) for context_replies in replies] == [3, 3, 3]
+    assert all(0 < reply.token_count <= 8 for context_replies in replies for reply in context_replies)
+
+
+def test_the_same_seed_gives_the_same_samples_and_another_seed_differs(tiny):
+    config = GenerationConfig(candidates_per_context=2, max_new_tokens=12, seed=3)
+    first = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, config)
+    again = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, config)
+    other = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, GenerationConfig(candidates_per_context=2, max_new_tokens=12, seed=4))
+    texts = lambda replies: [reply.text for context_replies in replies for reply in context_replies]  # noqa: E731
+    assert texts(first) == texts(again)
+    assert texts(first) != texts(other)
+
+
+def test_a_reply_cut_by_the_token_limit_is_marked_unfinished(tiny):
+    (reply,), = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS[:1],
+                                 GenerationConfig(candidates_per_context=1, temperature=0, max_new_tokens=5))
+    assert reply.token_count == 5
+    assert not reply.finished_with_eos
+
+
+def test_a_reply_that_ends_with_eos_stops_there_and_drops_the_eos(tiny):
+    eos = tiny.tokenizer.eos_token_id
+
+    def always_eos(module, inputs, logits):
+        forced = logits.clone()
+        forced[..., eos] = 1e4
+        return forced
+
+    hook = tiny.model.lm_head.register_forward_hook(always_eos)
+    try:
+        (reply,), = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS[:1],
+                                     GenerationConfig(candidates_per_context=1, temperature=0, max_new_tokens=5))
+    finally:
+        hook.remove()
+    assert reply.finished_with_eos
+    assert (reply.token_count, reply.text) == (0, "")

@@ -1,0 +1,127 @@
+"""Batched sampling of K candidate replies per conversation context.
+
+All contexts of a call, each repeated K times, go through `model.generate` together with left
+padding (so every row's next token sits at the same position) and stop at the tokenizer's EOS.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from training.runtime import set_seed
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling settings; stored beside every candidate so a reply can be reproduced."""
+
+    candidates_per_context: int = 2  # K: replies sampled for each context.
+    max_new_tokens: int = 128  # Hard cap on reply length; a reply cut here has finished_with_eos False.
+    temperature: float = 0.8  # Softmax temperature; 0 means greedy decoding.
+    top_p: float = 0.95  # Nucleus sampling mass.
+    seed: int = 0  # Seeds torch before sampling so a batch can be regenerated exactly.
+    batch_size: int = 32  # Rows (context x K) per forward pass; bounds peak memory.
+    max_context_tokens: int = 1024  # Contexts longer than this keep only their most recent tokens.
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GeneratedReply:
+    text: str
+    token_count: int
+    finished_with_eos: bool
+    seconds: float  # This reply's share of its batch's wall time.
+
+
+def encode_contexts(
+    tokenizer: PreTrainedTokenizerBase, contexts: list[list[Message]], max_context_tokens: int
+) -> list[list[int]]:
+    """Render each context through the chat template with the assistant turn opened."""
+    encoded = []
+    for messages in contexts:
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        if hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        encoded.append(list(ids)[-max_context_tokens:])
+    return encoded
+
+
+@torch.inference_mode()
+def generate_replies(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    contexts: list[list[Message]],
+    config: GenerationConfig,
+) -> list[list[GeneratedReply]]:
+    """Sample `config.candidates_per_context` replies for every context, in batches.
+
+    Returns one list of K replies per context, in the order the contexts were given.
+    """
+    set_seed(config.seed)
+    k = config.candidates_per_context
+    prompts = encode_contexts(tokenizer, contexts, config.max_context_tokens)
+    rows = [(context_index, prompts[context_index]) for context_index in range(len(prompts)) for _ in range(k)]
+    # Sorting rows by prompt length keeps rows of similar length in one batch, so little of each
+    # forward pass is spent on padding; results are put back in context order below.
+    order = sorted(range(len(rows)), key=lambda row: len(rows[row][1]))
+    replies: list[GeneratedReply | None] = [None] * len(rows)
+    for start in range(0, len(order), config.batch_size):
+        batch_rows = order[start : start + config.batch_size]
+        batch_replies = _generate_batch(model, tokenizer, [rows[row][1] for row in batch_rows], config)
+        for row, reply in zip(batch_rows, batch_replies):
+            replies[row] = reply
+    return [replies[index * k : (index + 1) * k] for index in range(len(contexts))]
+
+
+def _generate_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    config: GenerationConfig,
+) -> list[GeneratedReply]:
+    pad_id = tokenizer.pad_token_id
+    width = max(len(prompt) for prompt in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)  # (B, T)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        attention_mask[row, width - len(prompt) :] = 1
+    device = next(model.parameters()).device
+    sampling = config.temperature > 0
+    started = time.perf_counter()
+    output = model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        max_new_tokens=config.max_new_tokens,
+        do_sample=sampling,
+        temperature=config.temperature if sampling else None,
+        top_p=config.top_p if sampling else None,
+        top_k=None,
+        pad_token_id=pad_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    seconds = (time.perf_counter() - started) / len(prompts)
+    completions = output[:, width:].cpu()  # (B, new tokens)
+    replies = []
+    for row in completions.tolist():
+        finished = tokenizer.eos_token_id in row
+        tokens = row[: row.index(tokenizer.eos_token_id)] if finished else row
+        replies.append(
+            GeneratedReply(
+                text=tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                token_count=len(tokens),
+                finished_with_eos=finished,
+                seconds=seconds,
+            )
+        )
+    return replies
