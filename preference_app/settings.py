@@ -62,6 +62,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_results",
     "preference_app.core",
+    "preference_app.annotation",
+    "preference_app.api",
 ]
 
 MIDDLEWARE = [

@@ -8,13 +8,13 @@ import io
 import json
 import logging
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterable
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from preference_app.core.model_store import base_model_location, serving_model
@@ -23,6 +23,7 @@ from preference_app.core.models import (
     Comparison,
     Conversation,
     GenerationBatch,
+    Judgment,
     ModelVersion,
     Prompt,
     Turn,
@@ -268,3 +269,67 @@ def demo_first_batch_queue(*, prompt_count: int, sampling: GenerationConfig) -> 
     with transaction.atomic():
         conversations = [conversation_start_from_prompt(prompt=prompt) for prompt in fresh]
         return generation_batch_create(model_version=version, conversations=conversations, sampling=sampling)
+
+
+MAX_RATIONALE_CHARS = 5000
+ALLOWED_FLAGS = {"unsafe", "unusable"}
+
+
+@dataclass(frozen=True)
+class JudgmentOutcome:
+    judgment: Judgment
+    created: bool  # False when this annotator had already judged the comparison (double submit).
+
+
+def judgment_submit(
+    *,
+    annotator,
+    comparison: Comparison,
+    choice: str,
+    strength: int | None,
+    left_candidate: str,
+    rationale: str = "",
+    flags: list[str] | None = None,
+    seconds_spent: float = 0.0,
+) -> JudgmentOutcome:
+    """Store one annotator's judgment of a comparison, once.
+
+    A second submit by the same annotator (double click, retried request) returns the judgment
+    already stored instead of failing: the database's uniqueness constraint decides the race.
+    """
+    if choice not in Judgment.Choice.values:
+        raise InvalidInput(f"Choice must be one of {', '.join(Judgment.Choice.values)}.")
+    if choice in (Judgment.Choice.A, Judgment.Choice.B):
+        if not isinstance(strength, int) or isinstance(strength, bool) or not 1 <= strength <= 4:
+            raise InvalidInput("A preference for A or B needs a strength from 1 (slightly) to 4 (much better).")
+    elif strength is not None:
+        raise InvalidInput("Ties and both-bad judgments carry no strength.")
+    if left_candidate not in Judgment.Side.values:
+        raise InvalidInput("left_candidate must be 'a' or 'b'.")
+    if len(rationale) > MAX_RATIONALE_CHARS:
+        raise InvalidInput(f"A rationale may have at most {MAX_RATIONALE_CHARS} characters.")
+    flags = sorted(set(flags or []))
+    if not set(flags) <= ALLOWED_FLAGS:
+        raise InvalidInput(f"Flags must be among {', '.join(sorted(ALLOWED_FLAGS))}.")
+    if not isinstance(seconds_spent, (int, float)) or seconds_spent < 0:
+        raise InvalidInput("seconds_spent must be a non-negative number.")
+    # An hour caps the time of a judgment left open in a forgotten tab, so it cannot skew statistics.
+    seconds_spent = min(float(seconds_spent), 3600.0)
+    try:
+        with transaction.atomic():
+            judgment = Judgment.objects.create(
+                comparison=comparison,
+                annotator=annotator,
+                choice=choice,
+                strength=strength,
+                left_candidate=left_candidate,
+                rationale=rationale.strip(),
+                flags=flags,
+                seconds_spent=seconds_spent,
+            )
+    except IntegrityError:
+        existing = Judgment.objects.filter(comparison=comparison, annotator=annotator).first()
+        if existing is None:
+            raise
+        return JudgmentOutcome(judgment=existing, created=False)
+    return JudgmentOutcome(judgment=judgment, created=True)

@@ -3,16 +3,7 @@
 import pytest
 from django.db import IntegrityError, transaction
 
-from preference_app.core.models import Candidate, Comparison, Conversation, Judgment, ModelVersion, Turn
-
-
-@pytest.fixture
-def comparison(db):
-    conversation = Conversation.objects.create(source=Conversation.Source.PROMPT)
-    Turn.objects.create(conversation=conversation, index=0, role=Turn.Role.USER, text="Hello?")
-    first = Candidate.objects.create(conversation=conversation, context_length=1, text="Hi.")
-    second = Candidate.objects.create(conversation=conversation, context_length=1, text="Hello there.")
-    return Comparison.objects.create(conversation=conversation, context_length=1, candidate_a=first, candidate_b=second)
+from preference_app.core.models import Comparison, Judgment, ModelVersion
 
 
 def judge(comparison, annotator, **fields):
