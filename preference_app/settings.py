@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "preference_app.core",
     "preference_app.annotation",
     "preference_app.api",
+    "preference_app.rounds",
 ]
 
 MIDDLEWARE = [

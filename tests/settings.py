@@ -10,3 +10,6 @@ from pathlib import Path
 os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
 
 from preference_app.settings import *  # noqa: E402,F403
+
+# Hashing passwords with the production hasher costs about 0.3 s a user; tests create hundreds.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

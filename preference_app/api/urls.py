@@ -1,1 +1,26 @@
-urlpatterns: list = []
+from django.urls import path
+from rest_framework.authtoken.views import obtain_auth_token
+
+from preference_app.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("auth/token/", obtain_auth_token, name="token"),
+    path("prompts/", views.PromptListView.as_view(), name="prompt-list"),
+    path("prompts/<int:pk>/", views.PromptDetailView.as_view(), name="prompt-detail"),
+    path("comparisons/", views.ComparisonListView.as_view(), name="comparison-list"),
+    path("comparisons/<int:pk>/", views.ComparisonDetailView.as_view(), name="comparison-detail"),
+    path("judgments/", views.JudgmentListView.as_view(), name="judgment-list"),
+    path("judgments/<int:pk>/", views.JudgmentDetailView.as_view(), name="judgment-detail"),
+    path("rounds/", views.TrainingRoundListView.as_view(), name="round-list"),
+    path("rounds/<int:pk>/", views.TrainingRoundDetailView.as_view(), name="round-detail"),
+    path("model-versions/", views.ModelVersionListView.as_view(), name="model-version-list"),
+    path("model-versions/<int:pk>/", views.ModelVersionDetailView.as_view(), name="model-version-detail"),
+    path("export/", views.ExportView.as_view(), name="export"),
+    path("export/card/", views.ExportCardView.as_view(), name="export-card"),
+    path("export-jobs/", views.ExportJobListView.as_view(), name="export-job-list"),
+    path("export-jobs/<uuid:pk>/", views.ExportJobDetailView.as_view(), name="export-job-detail"),
+    path("export-jobs/<uuid:pk>/data/", views.ExportJobDataView.as_view(), name="export-job-data"),
+    path("export-jobs/<uuid:pk>/card/", views.ExportJobCardView.as_view(), name="export-job-card"),
+]

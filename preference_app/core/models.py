@@ -104,6 +104,10 @@ class TrainingRound(models.Model):
     progress = models.FloatField(default=0.0)  # Fraction of the current step done, 0 to 1.
     metrics = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    # The step a failed round stopped at, so a retry resumes there instead of starting over.
+    failed_status = models.CharField(max_length=24, choices=Status.choices, blank=True)
+    # Set while a worker runs the current step; a second delivery of the same task finds it set.
+    step_claimed = models.DateTimeField(null=True, blank=True)
     started_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -144,6 +148,10 @@ class ModelVersion(models.Model):
             # One serving version per kind: the policy that writes candidates, the reward model
             # that judges them.
             models.UniqueConstraint(fields=["kind"], condition=Q(is_serving=True), name="one_serving_version_per_kind"),
+            # A retried or duplicated training task can never register a second model of a kind.
+            models.UniqueConstraint(
+                fields=["training_round", "kind"], condition=Q(training_round__isnull=False), name="one_version_per_round_and_kind"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -8,7 +8,7 @@ import io
 import json
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +29,7 @@ from preference_app.core.models import (
     Turn,
 )
 from training.checkpoints import BUNDLED_MODEL_NAME
-from training.generate import GenerationConfig, generate_replies
+from training.generate import GeneratedReply, GenerationConfig, generate_replies
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,30 @@ def model_version_base_ensure() -> ModelVersion:
     return version
 
 
+def generation_batch_record(
+    *,
+    model_version: ModelVersion,
+    conversations: list[Conversation],
+    sampling: GenerationConfig,
+    overlap_target: int = 1,
+    training_round=None,
+) -> GenerationBatch:
+    """Record a generation request without queueing it (a round's task runs it itself)."""
+    if not conversations:
+        raise InvalidInput("A generation batch needs at least one conversation.")
+    if sampling.candidates_per_context < 2:
+        raise InvalidInput("At least two candidates per context are needed to form a comparison.")
+    with transaction.atomic():
+        batch = GenerationBatch.objects.create(
+            model_version=model_version,
+            training_round=training_round,
+            sampling=sampling.to_dict(),
+            overlap_target=overlap_target,
+        )
+        batch.conversations.set(conversations)
+    return batch
+
+
 def generation_batch_create(
     *,
     model_version: ModelVersion,
@@ -150,20 +174,16 @@ def generation_batch_create(
     training_round=None,
 ) -> GenerationBatch:
     """Record a generation request and queue it once the surrounding transaction commits."""
-    if not conversations:
-        raise InvalidInput("A generation batch needs at least one conversation.")
-    if sampling.candidates_per_context < 2:
-        raise InvalidInput("At least two candidates per context are needed to form a comparison.")
     from preference_app.core.tasks import generate_candidates
 
     with transaction.atomic():
-        batch = GenerationBatch.objects.create(
+        batch = generation_batch_record(
             model_version=model_version,
-            training_round=training_round,
-            sampling=sampling.to_dict(),
+            conversations=conversations,
+            sampling=sampling,
             overlap_target=overlap_target,
+            training_round=training_round,
         )
-        batch.conversations.set(conversations)
         transaction.on_commit(lambda: generate_candidates.delay(batch.pk))
     return batch
 
@@ -191,8 +211,27 @@ def _context_messages(conversation: Conversation, context_length: int) -> list[d
     return [{"role": turn.role, "content": turn.text} for turn in turns]
 
 
-def generation_batch_run(*, batch_id: int) -> GenerationBatch:
+# Chooses which of one context's replies are compared: (replies, context messages) -> index pairs.
+Pairing = Callable[[list[GeneratedReply], list[dict[str, str]]], list[tuple[int, int]]]
+
+
+def pair_at_random(seed: int) -> Pairing:
+    """Pair each context's replies at random into disjoint pairs (a reply left over is unpaired)."""
+    rng = random.Random(seed)
+
+    def pairing(replies: list[GeneratedReply], context: list[dict[str, str]]) -> list[tuple[int, int]]:
+        order = list(range(len(replies)))
+        rng.shuffle(order)
+        return list(zip(order[0::2], order[1::2]))
+
+    return pairing
+
+
+def generation_batch_run(*, batch_id: int, pairing: Pairing | None = None) -> GenerationBatch:
     """Generate the batch's candidates and pair them into comparisons (idempotent).
+
+    `pairing` picks which replies of a context are compared (indices into its replies); random
+    disjoint pairs by default.
 
     Generation runs outside any transaction (it takes long); its results are then written in one
     transaction together with the batch's move to done, so a crash leaves either nothing or all.
@@ -212,7 +251,9 @@ def generation_batch_run(*, batch_id: int) -> GenerationBatch:
             locked = GenerationBatch.objects.select_for_update().get(pk=batch_id)
             if locked.status != GenerationBatch.Status.RUNNING:
                 return locked
-            candidates_created, comparisons_created = _store_generated(batch, conversations, positions, replies)
+            candidates_created, comparisons_created = _store_generated(
+                batch, conversations, positions, contexts, replies, pairing or pair_at_random(config.seed)
+            )
             locked.status = GenerationBatch.Status.DONE
             locked.candidates_created = candidates_created
             locked.comparisons_created = comparisons_created
@@ -226,11 +267,10 @@ def generation_batch_run(*, batch_id: int) -> GenerationBatch:
         raise
 
 
-def _store_generated(batch, conversations, positions, replies) -> tuple[int, int]:
-    """Create the candidates, then pair each context's candidates at random into disjoint pairs."""
-    pairing = random.Random(batch.sampling.get("seed", 0))
+def _store_generated(batch, conversations, positions, contexts, replies, pairing: Pairing) -> tuple[int, int]:
+    """Create the candidates of every context and the comparisons `pairing` chooses among them."""
     candidates_created = comparisons_created = 0
-    for conversation, position, context_replies in zip(conversations, positions, replies):
+    for conversation, position, context, context_replies in zip(conversations, positions, contexts, replies):
         candidates = [
             Candidate.objects.create(
                 conversation=conversation,
@@ -245,13 +285,12 @@ def _store_generated(batch, conversations, positions, replies) -> tuple[int, int
             for reply in context_replies
         ]
         candidates_created += len(candidates)
-        pairing.shuffle(candidates)
-        for first, second in zip(candidates[0::2], candidates[1::2]):
+        for first, second in pairing(context_replies, context):
             Comparison.objects.create(
                 conversation=conversation,
                 context_length=position,
-                candidate_a=first,
-                candidate_b=second,
+                candidate_a=candidates[first],
+                candidate_b=candidates[second],
                 training_round=batch.training_round,
                 source=Comparison.Source.GENERATED,
                 overlap_target=batch.overlap_target,
@@ -332,4 +371,10 @@ def judgment_submit(
         if existing is None:
             raise
         return JudgmentOutcome(judgment=existing, created=False)
+    if comparison.training_round_id is not None:
+        # Imported lazily: the rounds app builds on this module. The check is one count query and,
+        # once the round's judgment target is met, moves it on to training.
+        from preference_app.rounds.services import round_collection_check
+
+        round_collection_check(round_id=comparison.training_round_id)
     return JudgmentOutcome(judgment=judgment, created=True)

@@ -1,0 +1,305 @@
+"""REST endpoints: each validates its input with a serializer, calls one selector or service, and
+answers with an output serializer (or a streamed file)."""
+
+from __future__ import annotations
+
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from preference_app.api import formats, selectors, services
+from preference_app.api.export import dataset_card, export_chunks, export_row_count
+from preference_app.api.filters import (
+    ComparisonFilterSerializer,
+    JudgmentFilterSerializer,
+    ModelVersionFilterSerializer,
+    PreferenceFilters,
+    PromptFilterSerializer,
+    TrainingRoundFilterSerializer,
+)
+from preference_app.api.models import ExportJob
+from preference_app.api.permissions import HasRolePermission
+from preference_app.api.serializers import (
+    ComparisonSerializer,
+    ExportJobSerializer,
+    ExportQuerySerializer,
+    JudgmentCreateSerializer,
+    JudgmentSerializer,
+    ModelVersionSerializer,
+    PromptCreateSerializer,
+    PromptSerializer,
+    TrainingRoundSerializer,
+)
+from preference_app.core.models import Prompt
+from preference_app.core.services import InvalidInput, judgment_submit, prompt_create
+
+EXPORT = "core.export_preferences"
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class _ApiView:
+    """Shared settings: role permissions and pagination."""
+
+    permission_classes = [HasRolePermission]
+    pagination_class = Pagination
+    required_permissions: dict[str, tuple[str, ...]] = {}
+
+
+def _validated(serializer_class, data, **kwargs):
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer
+
+
+def _invalid(error: InvalidInput) -> ValidationError:
+    return ValidationError({"detail": str(error)})
+
+
+@extend_schema(tags=["prompts"])
+class PromptListView(_ApiView, generics.ListAPIView):
+    required_permissions = {"GET": ("core.view_prompt",), "POST": ("core.add_prompt",)}
+    serializer_class = PromptSerializer
+
+    def get_queryset(self):
+        return selectors.prompt_list(**_validated(PromptFilterSerializer, self.request.query_params).validated_data)
+
+    @extend_schema(parameters=[PromptFilterSerializer])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=PromptCreateSerializer, responses={200: PromptSerializer, 201: PromptSerializer})
+    def post(self, request):
+        """Add a prompt; the same text again returns the stored prompt with status 200."""
+        data = _validated(PromptCreateSerializer, request.data).validated_data
+        try:
+            prompt, created = prompt_create(
+                text=data["text"], tags=data.get("tags"), source=Prompt.Source.ANNOTATOR, created_by=request.user
+            )
+        except InvalidInput as error:
+            raise _invalid(error) from None
+        return Response(PromptSerializer(prompt).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+@extend_schema(tags=["prompts"])
+class PromptDetailView(_ApiView, generics.RetrieveAPIView):
+    required_permissions = {"GET": ("core.view_prompt",)}
+    serializer_class = PromptSerializer
+    queryset = Prompt.objects.all()
+
+
+@extend_schema(tags=["comparisons"])
+class ComparisonListView(_ApiView, generics.ListAPIView):
+    required_permissions = {"GET": ("core.view_comparison",)}
+    serializer_class = ComparisonSerializer
+
+    def get_queryset(self):
+        query = _validated(ComparisonFilterSerializer, self.request.query_params)
+        return selectors.comparison_list(filters=query.to_filters(), ordering=query.validated_data.get("ordering"))
+
+    @extend_schema(parameters=[ComparisonFilterSerializer])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+@extend_schema(tags=["comparisons"])
+class ComparisonDetailView(_ApiView, generics.RetrieveAPIView):
+    required_permissions = {"GET": ("core.view_comparison",)}
+    serializer_class = ComparisonSerializer
+
+    def get_queryset(self):
+        return selectors.comparison_list(filters=PreferenceFilters())
+
+
+@extend_schema(tags=["judgments"])
+class JudgmentListView(_ApiView, generics.ListAPIView):
+    """Researchers and admins read every judgment; annotators read and write their own."""
+
+    required_permissions = {"GET": ("core.view_judgment", "core.add_judgment"), "POST": ("core.add_judgment",)}
+    serializer_class = JudgmentSerializer
+
+    def get_queryset(self):
+        query = _validated(JudgmentFilterSerializer, self.request.query_params)
+        return selectors.judgment_list(
+            user=self.request.user, filters=query.to_filters(), ordering=query.validated_data.get("ordering")
+        )
+
+    @extend_schema(parameters=[JudgmentFilterSerializer])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=JudgmentCreateSerializer, responses={200: JudgmentSerializer, 201: JudgmentSerializer})
+    def post(self, request):
+        """Judge a comparison as the requesting annotator; a repeated submit returns the first (200)."""
+        data = _validated(JudgmentCreateSerializer, request.data).validated_data
+        try:
+            outcome = judgment_submit(annotator=request.user, **data)
+        except InvalidInput as error:
+            raise _invalid(error) from None
+        return Response(
+            JudgmentSerializer(outcome.judgment).data,
+            status=status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK,
+        )
+
+
+@extend_schema(tags=["judgments"])
+class JudgmentDetailView(_ApiView, generics.RetrieveAPIView):
+    required_permissions = {"GET": ("core.view_judgment", "core.add_judgment")}
+    serializer_class = JudgmentSerializer
+
+    def get_queryset(self):
+        return selectors.judgment_list(user=self.request.user, filters=PreferenceFilters())
+
+
+@extend_schema(tags=["rounds"])
+class TrainingRoundListView(_ApiView, generics.ListAPIView):
+    required_permissions = {"GET": ("core.view_traininground",)}
+    serializer_class = TrainingRoundSerializer
+
+    def get_queryset(self):
+        return selectors.training_round_list(
+            **_validated(TrainingRoundFilterSerializer, self.request.query_params).validated_data
+        )
+
+    @extend_schema(parameters=[TrainingRoundFilterSerializer])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+@extend_schema(tags=["rounds"])
+class TrainingRoundDetailView(_ApiView, generics.RetrieveAPIView):
+    required_permissions = {"GET": ("core.view_traininground",)}
+    serializer_class = TrainingRoundSerializer
+
+    def get_queryset(self):
+        return selectors.training_round_list()
+
+
+@extend_schema(tags=["model versions"])
+class ModelVersionListView(_ApiView, generics.ListAPIView):
+    required_permissions = {"GET": ("core.view_modelversion",)}
+    serializer_class = ModelVersionSerializer
+
+    def get_queryset(self):
+        return selectors.model_version_list(
+            **_validated(ModelVersionFilterSerializer, self.request.query_params).validated_data
+        )
+
+    @extend_schema(parameters=[ModelVersionFilterSerializer])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+@extend_schema(tags=["model versions"])
+class ModelVersionDetailView(_ApiView, generics.RetrieveAPIView):
+    required_permissions = {"GET": ("core.view_modelversion",)}
+    serializer_class = ModelVersionSerializer
+
+    def get_queryset(self):
+        return selectors.model_version_list()
+
+
+_FILE_RESPONSES = {
+    (200, formats.CONTENT_TYPES[formats.JSONL]): OpenApiTypes.BINARY,
+    (200, formats.CONTENT_TYPES[formats.CSV]): OpenApiTypes.BINARY,
+    (200, formats.CONTENT_TYPES[formats.PARQUET]): OpenApiTypes.BINARY,
+    400: OpenApiResponse(description="A parameter is invalid."),
+}
+_CARD_RESPONSES = {(200, "text/markdown"): OpenApiTypes.STR, 400: OpenApiResponse(description="A parameter is invalid.")}
+
+
+def _attachment(response, file_name: str):
+    response["Content-Disposition"] = f'attachment; filename="{file_name}"'
+    return response
+
+
+@extend_schema(tags=["export"])
+class ExportView(_ApiView, APIView):
+    """Stream a dataset: rows are read in chunks and sent as they are written, so memory stays flat."""
+
+    required_permissions = {"GET": (EXPORT,)}
+
+    @extend_schema(parameters=[ExportQuerySerializer], responses=_FILE_RESPONSES)
+    def get(self, request):
+        query = _validated(ExportQuerySerializer, request.query_params).to_query()
+        response = StreamingHttpResponse(export_chunks(query), content_type=formats.CONTENT_TYPES[query.file_format])
+        return _attachment(response, query.data_file_name)
+
+
+@extend_schema(tags=["export"])
+class ExportCardView(_ApiView, APIView):
+    """The dataset card (README.md) of the export the same parameters select."""
+
+    required_permissions = {"GET": (EXPORT,)}
+
+    @extend_schema(parameters=[ExportQuerySerializer], responses=_CARD_RESPONSES)
+    def get(self, request):
+        query = _validated(ExportQuerySerializer, request.query_params).to_query()
+        card = dataset_card(
+            query, statistics=selectors.agreement_statistics(filters=query.filters), rows=export_row_count(query)
+        )
+        return _attachment(HttpResponse(card, content_type="text/markdown; charset=utf-8"), "README.md")
+
+
+@extend_schema(tags=["export"])
+class ExportJobListView(_ApiView, generics.ListAPIView):
+    """Exports too large for one request: a Celery worker writes them; the requester downloads them."""
+
+    required_permissions = {"GET": (EXPORT,), "POST": (EXPORT,)}
+    serializer_class = ExportJobSerializer
+
+    def get_queryset(self):
+        return selectors.export_job_list(user=self.request.user)
+
+    @extend_schema(request=ExportQuerySerializer, responses={202: ExportJobSerializer})
+    def post(self, request):
+        query = _validated(ExportQuerySerializer, request.data).to_query()
+        job = services.export_job_create(user=request.user, query=query)
+        return Response(ExportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(tags=["export"])
+class ExportJobDetailView(_ApiView, generics.RetrieveAPIView):
+    required_permissions = {"GET": (EXPORT,)}
+    serializer_class = ExportJobSerializer
+
+    def get_queryset(self):
+        return selectors.export_job_list(user=self.request.user)
+
+
+def _finished_job(request, pk) -> ExportJob:
+    job = get_object_or_404(selectors.export_job_list(user=request.user), pk=pk)
+    if job.status != ExportJob.Status.DONE:
+        raise ValidationError({"detail": f"The export is {job.status}; its files are there once it is done."})
+    return job
+
+
+@extend_schema(tags=["export"])
+class ExportJobDataView(_ApiView, APIView):
+    required_permissions = {"GET": (EXPORT,)}
+
+    @extend_schema(responses=_FILE_RESPONSES)
+    def get(self, request, pk):
+        job = _finished_job(request, pk)
+        path = services.export_job_file(job=job, name=job.data_file_name)
+        return FileResponse(path.open("rb"), as_attachment=True, filename=job.data_file_name)
+
+
+@extend_schema(tags=["export"])
+class ExportJobCardView(_ApiView, APIView):
+    required_permissions = {"GET": (EXPORT,)}
+
+    @extend_schema(responses=_CARD_RESPONSES)
+    def get(self, request, pk):
+        job = _finished_job(request, pk)
+        path = services.export_job_file(job=job, name="README.md")
+        return FileResponse(path.open("rb"), as_attachment=True, filename="README.md", content_type="text/markdown")

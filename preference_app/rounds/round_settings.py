@@ -1,0 +1,90 @@
+"""The settings of one training round, validated once when an admin starts it and stored with it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from preference_app.core.services import InvalidInput
+
+REFERENCES = ("base", "previous")
+PAIRINGS = ("random", "best_vs_worst")
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    # Step 1: generation and collection.
+    prompts_per_round: int = 16  # Prompts that get fresh candidates this round.
+    candidates_per_prompt: int = 2  # K replies sampled per prompt.
+    max_new_tokens: int = 96
+    temperature: float = 0.8
+    pairing: str = "random"  # "best_vs_worst" pairs the serving reward model's best and worst reply.
+    head_to_head: bool = True  # Also pair the previous policy's reply against the current one.
+    overlap_target: int = 1  # Annotators per comparison.
+    judgment_target: int = 32  # Judgments this round collects before training starts by itself.
+    # Step 2: reward model.
+    reward_learning_rate: float = 1e-5
+    reward_epochs: int = 1
+    reward_use_margin: bool = False  # Demand a reward gap as large as the judgment's strength.
+    # Step 3: policy (SFT on demonstrations first, when there are any, then DPO).
+    beta: float = 0.1
+    learning_rate: float = 5e-6
+    epochs: int = 1
+    sft_learning_rate: float = 2e-5
+    batch_size: int = 8
+    max_length: int = 512
+    reference: str = "base"  # DPO's reference: the base model or the previous round's policy.
+    lora_rank: int = 0  # 0 trains every weight.
+    # Evaluation and promotion.
+    eval_max_new_tokens: int = 64
+    promote_only_if_not_worse: bool = True  # Keep the previous policy when the new one loses to it.
+    # Step 4: the loop.
+    auto_rounds: int = 0  # Rounds still to start automatically after this one completes.
+    min_win_rate_gain: float = 0.0  # An auto-loop stops once the win rate over the previous policy gains less.
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RoundSettings:
+        """Build settings from form or API values, coercing types and rejecting nonsense clearly."""
+        known = {field.name: field for field in fields(cls)}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise InvalidInput(f"Unknown round settings: {', '.join(sorted(unknown))}.")
+        parsed: dict[str, Any] = {}
+        for name, value in values.items():
+            kind = type(getattr(cls(), name))
+            try:
+                if kind is bool:
+                    parsed[name] = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "on", "yes"}
+                else:
+                    parsed[name] = kind(value)
+            except (TypeError, ValueError):
+                raise InvalidInput(f"{name} must be a {kind.__name__}, not {value!r}.") from None
+        settings = cls(**parsed)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        positive = ["prompts_per_round", "max_new_tokens", "overlap_target", "judgment_target", "reward_epochs",
+                    "epochs", "batch_size", "max_length", "eval_max_new_tokens"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise InvalidInput(f"{name} must be at least 1.")
+        if self.candidates_per_prompt < 2:
+            raise InvalidInput("candidates_per_prompt must be at least 2 to form a comparison.")
+        for name in ("reward_learning_rate", "learning_rate", "sft_learning_rate", "beta"):
+            if not 0 < getattr(self, name) < 1:
+                raise InvalidInput(f"{name} must be between 0 and 1.")
+        if not 0 <= self.temperature <= 2:
+            raise InvalidInput("temperature must be between 0 and 2.")
+        if self.reference not in REFERENCES:
+            raise InvalidInput(f"reference must be one of {', '.join(REFERENCES)}.")
+        if self.pairing not in PAIRINGS:
+            raise InvalidInput(f"pairing must be one of {', '.join(PAIRINGS)}.")
+        if self.lora_rank < 0 or self.auto_rounds < 0:
+            raise InvalidInput("lora_rank and auto_rounds cannot be negative.")
+        if self.prompts_per_round > 1000 or self.candidates_per_prompt > 16 or self.max_new_tokens > 2048:
+            raise InvalidInput("At most 1000 prompts, 16 candidates and 2048 new tokens per round.")

@@ -1,0 +1,420 @@
+"""Training rounds: the RLHF loop's steps 1-4 as persisted states, each run by one Celery task.
+
+A round moves pending -> generating -> collecting -> training_reward -> training_policy ->
+evaluating -> completed (or failed / cancelled). Every step task first claims the round with a
+conditional update, so a duplicated or redelivered message finds it claimed and does nothing. The
+step's slow work (sampling, training) runs outside any transaction; what it produced is written in
+one transaction together with the move to the next status, and only if the round is still in the
+claimed step (an admin may have cancelled it meanwhile). A step that raises marks the round failed,
+keeps the error for the dashboard, and remembers the step so a retry resumes there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from preference_app.core.model_store import serving_model
+from preference_app.core.models import (
+    Candidate,
+    Comparison,
+    ModelVersion,
+    TrainingRound,
+)
+from preference_app.core.services import (
+    InvalidInput,
+    conversation_start_from_prompt,
+    generation_batch_record,
+    generation_batch_run,
+    model_version_base_ensure,
+    pair_at_random,
+)
+from preference_app.rounds import selectors
+from preference_app.rounds.round_settings import RoundSettings
+from training.dpo import DPOConfig, train_dpo
+from training.generate import GenerationConfig, generate_replies
+from training.reward import RewardConfig, score_replies, train_reward_model
+from training.sft import SFTConfig, train_sft
+
+logger = logging.getLogger(__name__)
+
+Status = TrainingRound.Status
+FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+# The status each step task works in, and the status the round moves to when it succeeds.
+NEXT_STATUS = {
+    Status.GENERATING: Status.COLLECTING,
+    Status.TRAINING_REWARD: Status.TRAINING_POLICY,
+    Status.TRAINING_POLICY: Status.EVALUATING,
+    Status.EVALUATING: Status.COMPLETED,
+}
+Finish = Callable[[TrainingRound], None]
+
+
+def round_start(*, settings_values: dict, started_by=None) -> TrainingRound:
+    """Create the next round with validated settings and queue its generation step."""
+    round_settings = RoundSettings.from_dict(settings_values)
+    with transaction.atomic():
+        if TrainingRound.objects.select_for_update().exclude(status__in=FINISHED).exists():
+            raise InvalidInput("A round is already running; cancel it or wait for it to finish.")
+        number = (TrainingRound.objects.aggregate(last=Max("number"))["last"] or 0) + 1
+        training_round = TrainingRound.objects.create(
+            number=number, config=round_settings.to_dict(), started_by=started_by, step="Queued"
+        )
+        _enqueue_step(training_round.pk, Status.GENERATING)
+    return training_round
+
+
+def _enqueue_step(round_id: int, status: str) -> None:
+    """Queue the task of a step once the transaction that moved the round there commits."""
+    from preference_app.rounds import tasks
+
+    task = {
+        Status.GENERATING: tasks.round_generate,
+        Status.TRAINING_REWARD: tasks.train_round_reward,
+        Status.TRAINING_POLICY: tasks.train_round_policy,
+        Status.EVALUATING: tasks.train_round_evaluate,
+    }[status]
+    transaction.on_commit(lambda: task.delay(round_id))
+
+
+def _claim_step(round_id: int, status: str) -> bool:
+    """Mark the step as taken by this worker; False when another delivery already took it.
+
+    A claim older than the task time limit belongs to a worker that died, so it may be taken over.
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    claimable = Q(status=status) & (Q(step_claimed__isnull=True) | Q(step_claimed__lt=stale))
+    if status == Status.GENERATING:
+        claimable |= Q(status=Status.PENDING)
+    return bool(
+        TrainingRound.objects.filter(claimable, pk=round_id).update(
+            status=status, step_claimed=now, started=now, progress=0.0, step="Starting"
+        )
+    )
+
+
+def _progress_reporter(round_id: int, label: str) -> Callable[[int, int, float], None]:
+    """A training progress callback that writes to the round at most once a second."""
+    last_write = [0.0]
+
+    def report(step: int, total: int, loss: float) -> None:
+        now = time.monotonic()
+        if now - last_write[0] < 1.0 and step < total:
+            return
+        last_write[0] = now
+        TrainingRound.objects.filter(pk=round_id).update(
+            progress=step / max(1, total), step=f"{label}: step {step}/{total}, loss {loss:.4f}"
+        )
+
+    return report
+
+
+def _run_step(round_id: int, status: str, work: Callable[[TrainingRound], Finish]) -> bool:
+    """Claim the step, do its work, then record its results and advance, all or nothing."""
+    if not _claim_step(round_id, status):
+        logger.info("Round %s step %s is already taken or over; skipping this delivery.", round_id, status)
+        return False
+    training_round = TrainingRound.objects.get(pk=round_id)
+    try:
+        finish = work(training_round)
+        with transaction.atomic():
+            locked = TrainingRound.objects.select_for_update().get(pk=round_id)
+            if locked.status != status:
+                logger.info("Round %s left %s while it ran (now %s); results discarded.", round_id, status, locked.status)
+                return False
+            finish(locked)
+            locked.status = NEXT_STATUS[status]
+            locked.step_claimed = None
+            locked.progress = 0.0
+            locked.step = "Queued" if locked.status != Status.COMPLETED else "Done"
+            if locked.status == Status.COMPLETED:
+                locked.finished = timezone.now()
+            locked.save()
+            if locked.status in (Status.TRAINING_POLICY, Status.EVALUATING):
+                _enqueue_step(round_id, locked.status)
+            if locked.status == Status.COMPLETED:
+                transaction.on_commit(lambda: round_continue_loop(round_id=round_id))
+    except Exception as error:
+        TrainingRound.objects.filter(pk=round_id, status=status).update(
+            status=Status.FAILED,
+            failed_status=status,
+            step_claimed=None,
+            error=f"{type(error).__name__}: {error}\n\n{traceback.format_exc(limit=8)}",
+            finished=timezone.now(),
+        )
+        raise
+    return True
+
+
+def round_settings_of(training_round: TrainingRound) -> RoundSettings:
+    return RoundSettings.from_dict(training_round.config)
+
+
+def round_generate(*, round_id: int) -> bool:
+    """Step 1: the serving policy writes K candidates per prompt, paired into comparisons."""
+
+    def work(training_round: TrainingRound) -> Finish:
+        round_settings = round_settings_of(training_round)
+        serving = selectors.serving_policy() or model_version_base_ensure()
+        prompts = selectors.prompts_for_generation(limit=round_settings.prompts_per_round)
+        if not prompts:
+            raise InvalidInput("There are no prompts to generate from; load or import some first.")
+        sampling = GenerationConfig(
+            candidates_per_context=round_settings.candidates_per_prompt,
+            max_new_tokens=round_settings.max_new_tokens,
+            temperature=round_settings.temperature,
+            seed=round_settings.seed + training_round.number,
+        )
+        with transaction.atomic():
+            conversations = [conversation_start_from_prompt(prompt=prompt) for prompt in prompts]
+            batch = generation_batch_record(
+                model_version=serving,
+                conversations=conversations,
+                sampling=sampling,
+                overlap_target=round_settings.overlap_target,
+                training_round=training_round,
+            )
+        TrainingRound.objects.filter(pk=training_round.pk).update(step=f"Sampling {len(prompts)} prompts x {sampling.candidates_per_context}")
+        generation_batch_run(batch_id=batch.pk, pairing=_pairing_for(round_settings, sampling.seed))
+        if round_settings.head_to_head and serving.parent_id and serving.parent.kind == ModelVersion.Kind.POLICY:
+            _head_to_head(training_round, serving, conversations, round_settings)
+
+        def finish(locked: TrainingRound) -> None:
+            locked.metrics = {**locked.metrics, "comparisons": Comparison.objects.filter(training_round=locked).count()}
+
+        return finish
+
+    return _run_step(round_id, Status.GENERATING, work)
+
+
+def _pairing_for(round_settings: RoundSettings, seed: int):
+    """Random disjoint pairs, or the serving reward model's best reply against its worst."""
+    reward_version = selectors.serving_reward_model()
+    if round_settings.pairing != "best_vs_worst" or reward_version is None:
+        return pair_at_random(seed)
+    from training.checkpoints import load_reward_model
+
+    scorer = load_reward_model(reward_version.path)
+
+    def best_against_worst(replies, context):
+        scores = score_replies(scorer.model, scorer.tokenizer, [context] * len(replies), [r.text for r in replies],
+                               max_length=round_settings.max_length)
+        order = scores.argsort(descending=True).tolist()
+        return [(order[0], order[-1])]
+
+    return best_against_worst
+
+
+def _head_to_head(training_round, serving: ModelVersion, conversations, round_settings: RoundSettings) -> None:
+    """Pair a reply of the previous policy against one of the serving policy, for the leaderboard."""
+    previous = serving.parent
+    loaded = serving_model(previous.path)
+    contexts = [[{"role": "user", "content": conversation.turns.get(index=0).text}] for conversation in conversations]
+    sampling = GenerationConfig(candidates_per_context=1, max_new_tokens=round_settings.max_new_tokens,
+                                temperature=round_settings.temperature, seed=round_settings.seed + 7919)
+    replies = generate_replies(loaded.model, loaded.tokenizer, contexts, sampling)
+    with transaction.atomic():
+        for conversation, (reply,) in zip(conversations, replies):
+            current = Candidate.objects.filter(conversation=conversation, model_version=serving).order_by("id").first()
+            if current is None:
+                continue
+            older = Candidate.objects.create(
+                conversation=conversation, context_length=1, text=reply.text, model_version=previous,
+                sampling=sampling.to_dict(), token_count=reply.token_count,
+                finished_with_eos=reply.finished_with_eos, generation_seconds=reply.seconds,
+            )
+            Comparison.objects.create(
+                conversation=conversation, context_length=1, candidate_a=current, candidate_b=older,
+                training_round=training_round, source=Comparison.Source.GENERATED,
+                overlap_target=round_settings.overlap_target,
+            )
+
+
+def round_training_begin(*, round_id: int) -> bool:
+    """Leave collecting for training (the judgment target was met, or an admin moved it on)."""
+    with transaction.atomic():
+        moved = TrainingRound.objects.filter(pk=round_id, status=Status.COLLECTING).update(
+            status=Status.TRAINING_REWARD, step="Queued", step_claimed=None, progress=0.0
+        )
+        if moved:
+            _enqueue_step(round_id, Status.TRAINING_REWARD)
+    return bool(moved)
+
+
+def round_collection_check(*, round_id: int) -> bool:
+    """Start training once the collecting round has its target number of judgments."""
+    training_round = TrainingRound.objects.filter(pk=round_id, status=Status.COLLECTING).first()
+    if training_round is None:
+        return False
+    if selectors.round_judgment_count(training_round=training_round) < round_settings_of(training_round).judgment_target:
+        return False
+    return round_training_begin(round_id=round_id)
+
+
+def _checkpoint_dir(training_round: TrainingRound, kind: str) -> Path:
+    return Path(settings.MODELS_DIR) / f"round-{training_round.number}" / kind
+
+
+def _register_version(training_round, *, kind: str, path: Path, parent: ModelVersion, metrics: dict, config: dict) -> ModelVersion:
+    version, _ = ModelVersion.objects.get_or_create(
+        training_round=training_round,
+        kind=kind,
+        defaults={
+            "name": f"round-{training_round.number}-{kind}",
+            "path": str(path),
+            "parent": parent,
+            "base_model_id": parent.base_model_id,
+            "metrics": metrics,
+            "config": config,
+        },
+    )
+    return version
+
+
+def round_train_reward(*, round_id: int) -> bool:
+    """Step 2: a reward model on all judgments so far, initialised from the serving policy."""
+
+    def work(training_round: TrainingRound) -> Finish:
+        round_settings = round_settings_of(training_round)
+        serving = selectors.serving_policy() or model_version_base_ensure()
+        train_pairs, held_out_pairs = selectors.preference_pairs(held_out_split=True)
+        if not train_pairs:
+            raise InvalidInput("No usable judgments to train a reward model on (ties and both-bad are left out).")
+        config = RewardConfig(
+            learning_rate=round_settings.reward_learning_rate, epochs=round_settings.reward_epochs,
+            batch_size=round_settings.batch_size, max_length=round_settings.max_length,
+            use_margin=round_settings.reward_use_margin, seed=round_settings.seed,
+            device=settings.TRAINING_DEVICE or None,
+        )
+        out_dir = _checkpoint_dir(training_round, ModelVersion.Kind.REWARD)
+        result = train_reward_model(
+            model_path=serving.path, train_pairs=train_pairs, eval_pairs=held_out_pairs or None, config=config,
+            out_dir=out_dir, progress=_progress_reporter(training_round.pk, "Reward model"),
+        )
+
+        def finish(locked: TrainingRound) -> None:
+            _register_version(locked, kind=ModelVersion.Kind.REWARD, path=result.checkpoint, parent=serving,
+                              metrics=result.metrics, config=config.to_dict())
+            locked.metrics = {
+                **locked.metrics,
+                "reward_pairs": len(train_pairs),
+                "reward_held_out_pairs": len(held_out_pairs),
+                "reward_held_out_accuracy": result.metrics.get("eval_accuracy"),
+                "reward_train_accuracy": result.metrics.get("train_accuracy"),
+            }
+
+        return finish
+
+    return _run_step(round_id, Status.TRAINING_REWARD, work)
+
+
+def round_train_policy(*, round_id: int) -> bool:
+    """Step 3 (with step 0 first when there are demonstrations): SFT, then DPO on all pairs."""
+
+    def work(training_round: TrainingRound) -> Finish:
+        round_settings = round_settings_of(training_round)
+        serving = selectors.serving_policy() or model_version_base_ensure()
+        base = selectors.base_policy(serving)
+        pairs, _ = selectors.preference_pairs(held_out_split=False)
+        demonstrations = selectors.demonstrations_for_sft()
+        device = settings.TRAINING_DEVICE or None
+        start_path, sft_result, sft_config = serving.path, None, None
+        if demonstrations:
+            sft_config = SFTConfig(learning_rate=round_settings.sft_learning_rate, epochs=1,
+                                   batch_size=round_settings.batch_size, max_length=round_settings.max_length,
+                                   seed=round_settings.seed, device=device)
+            sft_result = train_sft(model_path=serving.path, demonstrations=demonstrations, config=sft_config,
+                                   out_dir=_checkpoint_dir(training_round, ModelVersion.Kind.SFT),
+                                   progress=_progress_reporter(training_round.pk, "SFT"))
+            start_path = str(sft_result.checkpoint)
+        reference_path = base.path if round_settings.reference == "base" else serving.path
+        config = DPOConfig(
+            beta=round_settings.beta, learning_rate=round_settings.learning_rate, epochs=round_settings.epochs,
+            batch_size=round_settings.batch_size, max_length=round_settings.max_length,
+            reference_path=reference_path, lora_rank=round_settings.lora_rank, seed=round_settings.seed,
+            device=device,
+        )
+        result = train_dpo(
+            policy_path=start_path, pairs=pairs, config=config,
+            out_dir=_checkpoint_dir(training_round, ModelVersion.Kind.POLICY),
+            cache_dir=Path(settings.MODELS_DIR) / "reference-cache",
+            progress=_progress_reporter(training_round.pk, "DPO"),
+        )
+
+        def finish(locked: TrainingRound) -> None:
+            parent = serving
+            if sft_result is not None:
+                parent = _register_version(locked, kind=ModelVersion.Kind.SFT, path=sft_result.checkpoint,
+                                           parent=serving, metrics=sft_result.metrics, config=sft_config.to_dict())
+            _register_version(locked, kind=ModelVersion.Kind.POLICY, path=result.checkpoint, parent=serving,
+                              metrics={**result.metrics, "started_from": parent.name}, config=config.to_dict())
+            locked.metrics = {
+                **locked.metrics,
+                "dpo_pairs": len(pairs),
+                "sft_demonstrations": len(demonstrations),
+                "dpo_reward_accuracy": result.metrics.get("train_reward_accuracy"),
+                "dpo_reward_margin": result.metrics.get("train_reward_margin_mean"),
+                "dpo_loss": result.metrics.get("train_loss_mean"),
+            }
+
+        return finish
+
+    return _run_step(round_id, Status.TRAINING_POLICY, work)
+
+
+def round_cancel(*, round_id: int) -> bool:
+    """Stop a round; a step still running finds it cancelled and discards its results."""
+    return bool(
+        TrainingRound.objects.filter(pk=round_id).exclude(status__in=FINISHED).update(
+            status=Status.CANCELLED, step="Cancelled", step_claimed=None, finished=timezone.now()
+        )
+    )
+
+
+def round_retry(*, round_id: int) -> bool:
+    """Resume a failed round at the step that failed."""
+    with transaction.atomic():
+        training_round = TrainingRound.objects.select_for_update().filter(pk=round_id, status=Status.FAILED).first()
+        if training_round is None or not training_round.failed_status:
+            return False
+        resume = training_round.failed_status
+        TrainingRound.objects.filter(pk=round_id).update(
+            status=resume, failed_status="", step_claimed=None, error="", finished=None, step="Queued (retry)"
+        )
+        _enqueue_step(round_id, resume)
+    return True
+
+
+def model_version_promote(*, version: ModelVersion) -> ModelVersion:
+    """Make `version` the serving model of its kind (promotion, or a roll-back to an older one)."""
+    with transaction.atomic():
+        ModelVersion.objects.select_for_update().filter(kind=version.kind, is_serving=True).exclude(pk=version.pk).update(
+            is_serving=False
+        )
+        ModelVersion.objects.filter(pk=version.pk).update(is_serving=True)
+    version.refresh_from_db()
+    return version
+
+
+def round_continue_loop(*, round_id: int) -> TrainingRound | None:
+    """Step 4: start the next round automatically while the auto-loop has rounds left and gains."""
+    training_round = TrainingRound.objects.get(pk=round_id)
+    round_settings = round_settings_of(training_round)
+    if training_round.status != Status.COMPLETED or round_settings.auto_rounds < 1:
+        return None
+    gain = (training_round.metrics.get("win_rate_vs_previous") or 0.5) - 0.5
+    if gain < round_settings.min_win_rate_gain:
+        TrainingRound.objects.filter(pk=round_id).update(step=f"Done; auto-loop stopped (win-rate gain {gain:+.3f})")
+        return None
+    follow_up = {**round_settings.to_dict(), "auto_rounds": round_settings.auto_rounds - 1}
+    return round_start(settings_values=follow_up, started_by=training_round.started_by)

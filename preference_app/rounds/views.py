@@ -1,0 +1,111 @@
+"""The training dashboard: admins start, cancel and retry rounds; admins and researchers watch them."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from preference_app.core.models import ModelVersion
+from preference_app.core.services import InvalidInput
+from preference_app.rounds import selectors, services
+from preference_app.rounds.charts import round_charts
+from preference_app.rounds.round_settings import RoundSettings
+
+
+def settings_fields(values: dict | None = None) -> list[dict]:
+    """The start form's fields, derived from RoundSettings so the two cannot drift apart."""
+    defaults = RoundSettings().to_dict()
+    values = values or {}
+    return [
+        {
+            "name": field.name,
+            "value": values.get(field.name, defaults[field.name]),
+            "kind": "checkbox" if isinstance(defaults[field.name], bool) else "text",
+            "label": field.name.replace("_", " "),
+        }
+        for field in fields(RoundSettings)
+    ]
+
+
+@login_required
+@permission_required("core.view_traininground", raise_exception=True)
+def dashboard(request: HttpRequest) -> HttpResponse:
+    context = {
+        "progress": _progress_context(),
+        "history": selectors.round_history(),
+        "charts": round_charts(selectors.round_history()),
+        "leaderboard": selectors.policy_leaderboard(),
+        "annotators": selectors.annotator_statistics(),
+        "versions": ModelVersion.objects.select_related("training_round", "parent").order_by("-id")[:30],
+        "settings_fields": settings_fields(),
+        "can_manage": request.user.has_perm("core.start_round"),
+    }
+    return render(request, "rounds/dashboard.html", context)
+
+
+def _progress_context():
+    active = selectors.active_round()
+    return selectors.round_progress(training_round=active) if active else None
+
+
+@login_required
+@permission_required("core.view_traininground", raise_exception=True)
+def progress(request: HttpRequest) -> HttpResponse:
+    """The live progress panel, polled by htmx while a round runs."""
+    return render(request, "rounds/dashboard.html#progress", {"progress": _progress_context(),
+                                                               "can_manage": request.user.has_perm("core.start_round")})
+
+
+@require_POST
+@login_required
+@permission_required("core.start_round", raise_exception=True)
+def start(request: HttpRequest) -> HttpResponse:
+    defaults = RoundSettings().to_dict()
+    values = {}
+    for name, default in defaults.items():
+        if isinstance(default, bool):
+            values[name] = name in request.POST
+        elif request.POST.get(name, "").strip() != "":
+            values[name] = request.POST[name].strip()
+    try:
+        training_round = services.round_start(settings_values=values, started_by=request.user)
+    except InvalidInput as error:
+        messages.error(request, f"The round was not started: {error}")
+    else:
+        messages.success(request, f"Round {training_round.number} started.")
+    return redirect("rounds:dashboard")
+
+
+@require_POST
+@login_required
+@permission_required("core.start_round", raise_exception=True)
+def act(request: HttpRequest, round_id: int, action: str) -> HttpResponse:
+    actions = {
+        "cancel": (services.round_cancel, "cancelled", "is already finished"),
+        "retry": (services.round_retry, "resumed at the step that failed", "has not failed"),
+        "advance": (services.round_training_begin, "moved on to training", "is not collecting judgments"),
+    }
+    if action not in actions:
+        messages.error(request, f"Unknown action {action!r}.")
+        return redirect("rounds:dashboard")
+    service, done, refused = actions[action]
+    if service(round_id=round_id):
+        messages.success(request, f"Round {done}.")
+    else:
+        messages.error(request, f"Nothing done: the round {refused}.")
+    return redirect("rounds:dashboard")
+
+
+@require_POST
+@login_required
+@permission_required("core.start_round", raise_exception=True)
+def promote(request: HttpRequest, version_id: int) -> HttpResponse:
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    services.model_version_promote(version=version)
+    messages.success(request, f"{version.name} now serves as the {version.get_kind_display().lower()}.")
+    return redirect("rounds:dashboard")
