@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.db import connection
 
 from preference_app.core import roles
@@ -27,6 +27,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def make_user(username: str, role: str | None, **extra):
+    # Transactional tests flush every table afterwards, the role groups made by migrate included;
+    # recreating them here keeps each test independent of which kind of test ran before it.
+    roles.roles_ensure(Group, Permission)
     user = get_user_model().objects.create_user(username=username, password="correct horse battery", **extra)
     if role:
         user.groups.add(Group.objects.get(name=role))
@@ -65,6 +68,9 @@ def child_environment() -> dict[str, str]:
     env["DATABASE_URL"] = database_url_for_current_connection()
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     env["PYTHONPATH"] = str(REPO_ROOT)
+    # One torch thread per worker: on two cores the test process, the web server and the worker
+    # compete, and two-thread matmuls on tiny models spend more time waiting than computing.
+    env["OMP_NUM_THREADS"] = "1"
     return env
 
 

@@ -292,7 +292,11 @@ def _store_generated(batch, conversations, positions, contexts, replies, pairing
                 candidate_a=candidates[first],
                 candidate_b=candidates[second],
                 training_round=batch.training_round,
-                source=Comparison.Source.GENERATED,
+                source=(
+                    Comparison.Source.LIVE_CHAT
+                    if conversation.source == Conversation.Source.LIVE_CHAT
+                    else Comparison.Source.GENERATED
+                ),
                 overlap_target=batch.overlap_target,
             )
             comparisons_created += 1

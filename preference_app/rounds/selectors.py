@@ -10,6 +10,7 @@ from datetime import timedelta
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from preference_app.api.pseudonyms import annotator_pseudonym
 from preference_app.core.models import (
     Comparison,
     Demonstration,
@@ -19,7 +20,6 @@ from preference_app.core.models import (
     TrainingRound,
     Turn,
 )
-from preference_app.api.pseudonyms import annotator_pseudonym
 from preference_app.rounds import leaderboard
 from training.data import Demonstration as TrainingDemonstration
 from training.data import PreferencePair

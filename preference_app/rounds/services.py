@@ -41,6 +41,7 @@ from preference_app.core.services import (
 from preference_app.rounds import selectors
 from preference_app.rounds.round_settings import RoundSettings
 from training.dpo import DPOConfig, train_dpo
+from training.evaluate import EvaluationConfig, evaluate_policy
 from training.generate import GenerationConfig, generate_replies
 from training.reward import RewardConfig, score_replies, train_reward_model
 from training.sft import SFTConfig, train_sft
@@ -370,6 +371,65 @@ def round_train_policy(*, round_id: int) -> bool:
         return finish
 
     return _run_step(round_id, Status.TRAINING_POLICY, work)
+
+
+def round_evaluate(*, round_id: int) -> bool:
+    """Evaluate the new policy on the fixed held-out prompts against the previous and the base
+    policy, judged by this round's reward model, with its KL to the DPO reference; promote it
+    unless it loses to the previous policy (when so configured)."""
+
+    def work(training_round: TrainingRound) -> Finish:
+        round_settings = round_settings_of(training_round)
+        new_policy = ModelVersion.objects.select_related("parent").get(
+            training_round=training_round, kind=ModelVersion.Kind.POLICY
+        )
+        reward_model = ModelVersion.objects.get(training_round=training_round, kind=ModelVersion.Kind.REWARD)
+        previous = new_policy.parent
+        base = selectors.base_policy(new_policy)
+        contexts = [[{"role": "user", "content": prompt.text}] for prompt in selectors.held_out_prompts()]
+        if not contexts:
+            raise InvalidInput("There are no held-out prompts to evaluate on; load the built-in prompt set.")
+        config = EvaluationConfig(
+            generation=GenerationConfig(candidates_per_context=1, temperature=1.0, top_p=1.0,
+                                        max_new_tokens=round_settings.eval_max_new_tokens, seed=round_settings.seed),
+            max_length=round_settings.max_length, batch_size=round_settings.batch_size,
+            device=settings.TRAINING_DEVICE or None,
+        )
+        TrainingRound.objects.filter(pk=training_round.pk).update(step="Against the previous policy", progress=0.1)
+        reference = base if round_settings.reference == "base" else previous
+        versus_previous = evaluate_policy(policy_path=new_policy.path, baseline_path=previous.path,
+                                          reward_path=reward_model.path, contexts=contexts,
+                                          reference_path=reference.path, config=config)
+        TrainingRound.objects.filter(pk=training_round.pk).update(step="Against the base policy", progress=0.6)
+        versus_base = versus_previous
+        if base.pk != previous.pk:
+            versus_base = evaluate_policy(policy_path=new_policy.path, baseline_path=base.path,
+                                          reward_path=reward_model.path, contexts=contexts, config=config)
+        promote = not round_settings.promote_only_if_not_worse or versus_previous.win_rate >= 0.5
+
+        def finish(locked: TrainingRound) -> None:
+            evaluation = {
+                "win_rate_vs_previous": versus_previous.win_rate,
+                "win_rate_vs_base": versus_base.win_rate,
+                "kl_to_reference": versus_previous.kl_to_reference,
+                "mean_length_new": versus_previous.mean_response_tokens,
+                "eos_rate_new": versus_previous.eos_rate,
+                "reward_mean_new": versus_previous.policy_reward_mean,
+                "reward_mean_previous": versus_previous.baseline_reward_mean,
+                "reward_mean_base": versus_base.baseline_reward_mean,
+                "held_out_prompts": len(contexts),
+                "promoted": promote,
+            }
+            ModelVersion.objects.filter(pk=new_policy.pk).update(metrics={**new_policy.metrics, "evaluation": evaluation})
+            locked.metrics = {**locked.metrics, **evaluation}
+            # The new reward model is trained on every judgment so far, so it serves either way.
+            model_version_promote(version=reward_model)
+            if promote:
+                model_version_promote(version=new_policy)
+
+        return finish
+
+    return _run_step(round_id, Status.EVALUATING, work)
 
 
 def round_cancel(*, round_id: int) -> bool:

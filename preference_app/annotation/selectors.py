@@ -1,0 +1,162 @@
+"""Reads for the annotation pages: who may annotate, the queue, progress and live chats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time
+
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+
+from preference_app.annotation.models import Assignment
+from preference_app.core import roles
+from preference_app.core.models import Comparison, Conversation, GenerationBatch, Judgment
+
+# Comparisons of these sources are judged in the queue by anyone. Live-chat turns are judged by the
+# annotator who chatted, and an edit comparison is judged by its author when it is made.
+QUEUE_SOURCES = [Comparison.Source.GENERATED, Comparison.Source.IMPORTED]
+
+
+def user_can_annotate(user) -> bool:
+    if not (user.is_authenticated and user.is_active):
+        return False
+    if user.is_superuser:
+        return True
+    return user.groups.filter(name__in=[roles.ANNOTATOR, roles.ADMIN]).exists()
+
+
+def _count_of(queryset: QuerySet) -> Coalesce:
+    """A correlated COUNT(*) of `queryset` (already filtered on OuterRef) usable in a filter."""
+    counted = queryset.order_by().values("comparison").annotate(n=Count("*")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def comparisons_open_to(*, annotator, now: datetime) -> QuerySet[Comparison]:
+    """Comparisons this annotator could be given now, oldest round first.
+
+    A comparison is open while its judgments plus the unexpired leases others hold on it are fewer
+    than its overlap target, and this annotator has neither judged nor skipped it. Comparisons of a
+    live chat still in progress belong to the annotator chatting.
+    """
+    mine = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
+    judged_by_me = Judgment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
+    # A correlated NOT EXISTS on the primary key rather than a join: it costs one index probe per
+    # comparison whatever the planner believes about the conversation table.
+    chat_in_progress = Conversation.objects.filter(
+        pk=OuterRef("conversation_id"), source=Conversation.Source.LIVE_CHAT, ended__isnull=True
+    )
+    judgments = _count_of(Judgment.objects.filter(comparison=OuterRef("pk")))
+    leases = _count_of(
+        Assignment.objects.filter(comparison=OuterRef("pk"), status=Assignment.Status.OPEN, expires_at__gt=now)
+    )
+    return (
+        Comparison.objects.filter(source__in=QUEUE_SOURCES)
+        .exclude(Exists(chat_in_progress))
+        .exclude(Exists(judged_by_me))
+        .exclude(Exists(mine.filter(status=Assignment.Status.SKIPPED)))
+        .alias(taken=judgments + leases)
+        .filter(overlap_target__gt=F("taken"))
+        .order_by(F("training_round__number").asc(nulls_last=True), "id")
+    )
+
+
+def slots_taken(*, comparison: Comparison, now: datetime) -> int:
+    """Judgments plus unexpired leases of one comparison, counted afresh."""
+    judgments = Judgment.objects.filter(comparison=comparison).count()
+    leases = Assignment.objects.filter(
+        comparison=comparison, status=Assignment.Status.OPEN, expires_at__gt=now
+    ).count()
+    return judgments + leases
+
+
+def assignment_current(*, annotator, now: datetime) -> Assignment | None:
+    """The queue comparison this annotator holds an unexpired lease on, if any."""
+    return (
+        Assignment.objects.select_related("comparison")
+        .filter(
+            annotator=annotator,
+            status=Assignment.Status.OPEN,
+            expires_at__gt=now,
+            comparison__source__in=QUEUE_SOURCES,
+        )
+        .order_by("-served_at")
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    judged_today: int
+    judged_total: int
+    waiting: int  # Comparisons still open to this annotator.
+
+
+def annotator_progress(*, annotator, now: datetime | None = None) -> Progress:
+    now = now or timezone.now()
+    midnight = timezone.make_aware(datetime.combine(timezone.localdate(now), time.min))
+    # Edit comparisons are judged automatically when an annotator rewrites a reply; counting them
+    # would reward editing over judging.
+    counts = (
+        Judgment.objects.filter(annotator=annotator)
+        .exclude(comparison__source=Comparison.Source.EDIT)
+        .aggregate(total=Count("id"), today=Count("id", filter=Q(created__gte=midnight)))
+    )
+    return Progress(
+        judged_today=counts["today"],
+        judged_total=counts["total"],
+        waiting=comparisons_open_to(annotator=annotator, now=now).count(),
+    )
+
+
+@dataclass(frozen=True)
+class ShownPair:
+    """A comparison as one annotator sees it: which candidate is on which side."""
+
+    assignment: Assignment
+    comparison: Comparison
+    context: list  # Turns before the replies, oldest first.
+    left: object
+    right: object
+
+
+def shown_pair(*, assignment: Assignment) -> ShownPair:
+    comparison = (
+        Comparison.objects.select_related("candidate_a", "candidate_b", "conversation")
+        .get(pk=assignment.comparison_id)
+    )
+    context = list(comparison.conversation.turns.filter(index__lt=comparison.context_length).order_by("index"))
+    a, b = comparison.candidate_a, comparison.candidate_b
+    left, right = (a, b) if assignment.left_candidate == Judgment.Side.A else (b, a)
+    return ShownPair(assignment=assignment, comparison=comparison, context=context, left=left, right=right)
+
+
+def chat_get(*, annotator, conversation_id: int) -> Conversation:
+    """One of this annotator's live chats; anyone else's is a 404, not a 403, so ids leak nothing."""
+    return get_object_or_404(
+        Conversation, pk=conversation_id, source=Conversation.Source.LIVE_CHAT, annotator=annotator
+    )
+
+
+def chats_recent(*, annotator, limit: int = 20) -> list[Conversation]:
+    return list(
+        Conversation.objects.filter(source=Conversation.Source.LIVE_CHAT, annotator=annotator)
+        .annotate(turn_count=Count("turns"))
+        .order_by("-created", "-id")[:limit]
+    )
+
+
+def chat_pending_comparison(*, annotator, conversation: Conversation, context_length: int) -> Comparison | None:
+    """The newest comparison at the conversation's current position this annotator has not judged."""
+    return (
+        Comparison.objects.filter(conversation=conversation, context_length=context_length)
+        .exclude(source=Comparison.Source.EDIT)
+        .exclude(judgments__annotator=annotator)
+        .order_by("-id")
+        .first()
+    )
+
+
+def chat_latest_batch(*, conversation: Conversation) -> GenerationBatch | None:
+    return GenerationBatch.objects.filter(conversations=conversation).order_by("-id").first()

@@ -1,0 +1,87 @@
+"""A round runs through the real Celery tasks: generation, collection, reward model, DPO, evaluation."""
+
+import pytest
+
+from preference_app.core import roles
+from preference_app.core.models import Comparison, ModelVersion, TrainingRound
+from preference_app.core.services import builtin_prompts_load, judgment_submit
+from preference_app.rounds import services
+from preference_app.rounds.tasks import train_round_policy, train_round_reward
+from tests.conftest import make_user, wait_for
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+SMALL_ROUND = {
+    "prompts_per_round": 6, "candidates_per_prompt": 2, "max_new_tokens": 16, "judgment_target": 6,
+    "batch_size": 4, "max_length": 128, "eval_max_new_tokens": 16, "learning_rate": 1e-4,
+    "reward_learning_rate": 1e-4, "head_to_head": False,
+}
+
+
+def round_in(round_id, *statuses):
+    training_round = TrainingRound.objects.get(pk=round_id)
+    return training_round if training_round.status in statuses else None
+
+
+def judge_shorter(annotator, comparisons):
+    for comparison in comparisons:
+        a, b = comparison.candidate_a, comparison.candidate_b
+        if a.token_count == b.token_count:
+            judgment_submit(annotator=annotator, comparison=comparison, choice="tie", strength=None, left_candidate="a")
+        else:
+            choice = "a" if a.token_count < b.token_count else "b"
+            judgment_submit(annotator=annotator, comparison=comparison, choice=choice, strength=2, left_candidate="b")
+
+
+def test_a_round_runs_start_to_finish_and_duplicate_deliveries_change_nothing(celery_worker, base_policy):
+    builtin_prompts_load()
+    annotator = make_user("sim", roles.ANNOTATOR)
+    training_round = services.round_start(settings_values=SMALL_ROUND)
+    collecting = wait_for(lambda: round_in(training_round.pk, "collecting", "failed"), timeout=120, message="collecting")
+    assert collecting.status == "collecting", collecting.error
+    comparisons = list(Comparison.objects.filter(training_round=training_round))
+    assert len(comparisons) == 6 and collecting.metrics["comparisons"] == 6
+
+    judge_shorter(annotator, comparisons)
+    # The sixth judgment met the target, so the round moved on to training by itself.
+    assert TrainingRound.objects.get(pk=training_round.pk).status != "collecting"
+    done = wait_for(lambda: round_in(training_round.pk, "completed", "failed"), timeout=300, message="completion")
+    assert done.status == "completed", done.error
+    for key in ("reward_held_out_accuracy", "dpo_reward_accuracy", "win_rate_vs_previous", "win_rate_vs_base",
+                "kl_to_reference", "mean_length_new"):
+        assert key in done.metrics
+    versions = ModelVersion.objects.filter(training_round=training_round)
+    assert sorted(versions.values_list("kind", flat=True)) == ["policy", "reward"]
+    assert ModelVersion.objects.get(kind="reward", is_serving=True).training_round_id == training_round.pk
+
+    replays = [train_round_reward.delay(training_round.pk), train_round_policy.delay(training_round.pk)]
+    assert [replay.get(timeout=60) for replay in replays] == [False, False]
+    assert ModelVersion.objects.filter(training_round=training_round).count() == 2
+    assert TrainingRound.objects.get(pk=training_round.pk).status == "completed"
+
+
+def test_a_failed_step_keeps_its_error_and_a_retry_resumes_there(celery_worker, base_policy, tmp_path):
+    builtin_prompts_load()
+    annotator = make_user("sim", roles.ANNOTATOR)
+    training_round = services.round_start(settings_values=SMALL_ROUND)
+    wait_for(lambda: round_in(training_round.pk, "collecting"), timeout=120, message="collecting")
+    real_path = base_policy.path
+    ModelVersion.objects.filter(pk=base_policy.pk).update(path=str(tmp_path / "gone"))
+    judge_shorter(annotator, Comparison.objects.filter(training_round=training_round))
+    failed = wait_for(lambda: round_in(training_round.pk, "failed"), timeout=120, message="the reward step to fail")
+    assert failed.failed_status == "training_reward"
+    assert "Could not load the model" in failed.error
+    assert not ModelVersion.objects.filter(training_round=training_round).exists()
+
+    ModelVersion.objects.filter(pk=base_policy.pk).update(path=real_path)
+    assert services.round_retry(round_id=training_round.pk)
+    done = wait_for(lambda: round_in(training_round.pk, "completed", "failed"), timeout=300, message="completion")
+    assert done.status == "completed", done.error
+    assert done.error == ""
+
+
+def test_only_one_round_runs_at_a_time(db, base_policy):
+    services.round_start(settings_values=SMALL_ROUND)
+    with pytest.raises(services.InvalidInput, match="already running"):
+        services.round_start(settings_values=SMALL_ROUND)
+    assert TrainingRound.objects.count() == 1

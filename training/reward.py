@@ -1,0 +1,179 @@
+"""Reward model training (the seed's step 2): Bradley-Terry on human preference pairs.
+
+The reward model is `AutoModelForSequenceClassification` with one output, initialised from the policy
+checkpoint it will judge. A pair's chosen and rejected sequences go through one padding-free forward
+pass with their shared prompt computed once (see training.packing); the reward is read at each
+sequence's last non-pad token, where transformers reads it at inference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training.checkpoints import load_reward_model, save_checkpoint
+from training.data import Demonstration, EncodedPair, PreferencePair, encode_demonstrations, encode_pairs
+from training.losses import bradley_terry_loss
+from training.optim import OptimConfig, Progress, TrainingResult, autocast_for, resolve_device, run_optimisation
+from training.packing import pack_demonstrations, pack_pairs, packed_attention, sequence_rewards
+from training.runtime import set_seed
+
+Message = dict[str, str]
+
+
+@dataclass
+class RewardConfig(OptimConfig):
+    """Reward-model settings (learning rate and the shared loop settings are in OptimConfig)."""
+
+    learning_rate: float = 1e-5
+    use_margin: bool = False  # Demand r(y+) - r(y-) >= the judgment's strength (pair.margin).
+    center_rewards_coefficient: float | None = None  # e.g. 0.01 pulls rewards toward zero mean.
+    eval_batch_size: int = 16  # Pairs per forward pass when scoring held-out pairs.
+
+
+def reward_batch_loss(model: torch.nn.Module, pairs: list[EncodedPair], config: RewardConfig, *, pad_token_id: int):
+    """Loss and (chosen, rejected) rewards of one batch of pairs, in one forward pass."""
+    device = next(model.parameters()).device
+    batch = pack_pairs(pairs, pad_token_id=pad_token_id).to(device)
+    rewards = sequence_rewards(model, batch)  # (2B,)
+    chosen, rejected = rewards.chunk(2)  # (B,), (B,)
+    loss = bradley_terry_loss(
+        chosen,
+        rejected,
+        margin=batch.margins if config.use_margin else None,
+        center_coefficient=config.center_rewards_coefficient,
+    )
+    return loss, chosen.detach(), rejected.detach()
+
+
+@torch.inference_mode()
+def score_pairs(
+    model: torch.nn.Module, pairs: list[EncodedPair], *, pad_token_id: int, batch_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards of each pair's chosen and rejected sequence: two (num_pairs,) float32 tensors."""
+    model.eval()
+    device = next(model.parameters()).device
+    chosen, rejected = [], []
+    for start in range(0, len(pairs), batch_size):
+        batch = pack_pairs(pairs[start : start + batch_size], pad_token_id=pad_token_id).to(device)
+        rewards = sequence_rewards(model, batch).cpu()
+        chosen_part, rejected_part = rewards.chunk(2)
+        chosen.append(chosen_part)
+        rejected.append(rejected_part)
+    if not chosen:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+@torch.inference_mode()
+def score_replies(
+    model: torch.nn.Module,
+    tokenizer,
+    contexts: list[list[Message]],
+    replies: list[str],
+    *,
+    max_length: int = 2048,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Reward of each (context, reply): (len(replies),) float32. Over-long replies are cut to fit."""
+    demonstrations = [Demonstration(prompt=context, completion=reply) for context, reply in zip(contexts, replies)]
+    encoded, report = encode_demonstrations(tokenizer, demonstrations, max_length=max_length)
+    if report.kept != report.total:
+        raise ValueError(f"Some contexts could not be scored: {report.summary()}")
+    model.eval()
+    device = next(model.parameters()).device
+    scores = []
+    for start in range(0, len(encoded), batch_size):
+        batch = pack_demonstrations(encoded[start : start + batch_size], pad_token_id=tokenizer.pad_token_id)
+        scores.append(sequence_rewards(model, batch.to(device)).cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+def reward_statistics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
+    """Held-out accuracy (ties count as wrong), mean margin, and the rewards' mean and std."""
+    if chosen.numel() == 0:
+        return {}
+    rewards = torch.cat([chosen, rejected])
+    return {
+        "accuracy": (chosen > rejected).float().mean().item(),
+        "mean_margin": (chosen - rejected).mean().item(),
+        "reward_mean": rewards.mean().item(),
+        "reward_std": rewards.std(unbiased=False).item(),
+        "pairs": chosen.numel(),
+    }
+
+
+def train_reward_model(
+    *,
+    model_path: str | Path,
+    train_pairs: list[PreferencePair],
+    eval_pairs: list[PreferencePair] | None = None,
+    config: RewardConfig | None = None,
+    out_dir: Path | None = None,
+    progress: Progress | None = None,
+    keep_model: bool = False,
+) -> TrainingResult:
+    """Train a reward model from the causal LM at `model_path` and save it to `out_dir`.
+
+    Pairs longer than `config.max_length` are dropped (and counted), as TRL's RewardTrainer does:
+    cutting a reply would score a different reply than the one judged. The metrics hold the
+    training loss, held-out accuracy, mean margin and reward mean/std (on the held-out pairs, or
+    the training pairs when there are none); the mean/std let the app normalise rewards.
+    """
+    config = config or RewardConfig()
+    device, dtype = resolve_device(config)
+    set_seed(config.seed)  # Seeds the fresh score head too.
+    loaded = load_reward_model(str(model_path), device=device)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    train_encoded, report = encode_pairs(tokenizer, train_pairs, max_length=config.max_length, overflow="drop")
+    if not train_encoded:
+        raise ValueError(f"No training pair fits max_length={config.max_length}: {report.summary()}")
+    eval_encoded, eval_report = encode_pairs(tokenizer, eval_pairs or [], max_length=config.max_length, overflow="drop")
+
+    accuracy_sum = 0.0
+
+    def loss_of_batch(batch: list[EncodedPair]) -> torch.Tensor:
+        nonlocal accuracy_sum
+        with autocast_for(device, dtype):
+            loss, chosen, rejected = reward_batch_loss(model, batch, config, pad_token_id=tokenizer.pad_token_id)
+        accuracy_sum += (chosen > rejected).float().sum().item()
+        return loss
+
+    # Held for the backward pass too: gradient checkpointing recomputes forwards inside it.
+    with packed_attention(model):
+        loop = run_optimisation(model, train_encoded, loss_of_batch, config, progress=progress)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+
+    held_out = eval_encoded or train_encoded
+    with autocast_for(device, dtype):
+        chosen, rejected = score_pairs(
+            model, held_out, pad_token_id=tokenizer.pad_token_id, batch_size=config.eval_batch_size
+        )
+    statistics = reward_statistics(chosen, rejected)
+    metrics = {
+        "stage": "reward",
+        "train_loss": loop.losses[-1],
+        "train_loss_mean": sum(loop.losses) / len(loop.losses),
+        "train_accuracy": accuracy_sum / max(1, loop.examples),
+        "steps": loop.steps,
+        "train_seconds": loop.seconds,
+        "train_pairs_per_second": loop.examples / loop.seconds if loop.seconds else math.nan,
+        "train_encoding": report.to_dict(),
+        "eval_encoding": eval_report.to_dict(),
+        "statistics_on": "held_out" if eval_encoded else "train",
+        **{("eval_" if eval_encoded else "train_") + name: value for name, value in statistics.items()},
+        # The app normalises rewards with these; they come from held-out pairs where there are any.
+        "reward_mean": statistics["reward_mean"],
+        "reward_std": statistics["reward_std"],
+    }
+    checkpoint = None
+    if out_dir is not None:
+        resolved = {"stage": "reward", "base_model": str(model_path), **config.to_dict(), "device": str(device)}
+        checkpoint = save_checkpoint(model, tokenizer, Path(out_dir), config=resolved, metrics=metrics)
+    return TrainingResult(checkpoint=checkpoint, metrics=metrics, report=report, model=model if keep_model else None)
