@@ -47,16 +47,17 @@ def comparisons_open_to(*, annotator, now: datetime) -> QuerySet[Comparison]:
     chat_in_progress = Conversation.objects.filter(
         pk=OuterRef("conversation_id"), source=Conversation.Source.LIVE_CHAT, ended__isnull=True
     )
-    judgments = _count_of(Judgment.objects.filter(comparison=OuterRef("pk")))
     leases = _count_of(
         Assignment.objects.filter(comparison=OuterRef("pk"), status=Assignment.Status.OPEN, expires_at__gt=now)
     )
     return (
-        Comparison.objects.filter(source__in=QUEUE_SOURCES)
+        # judgment_count < overlap_target first: the partial index comparison_still_open holds only
+        # those rows, so finished comparisons cost nothing however many accumulate.
+        Comparison.objects.filter(judgment_count__lt=F("overlap_target"), source__in=QUEUE_SOURCES)
         .exclude(Exists(chat_in_progress))
         .exclude(Exists(judged_by_me))
         .exclude(Exists(mine.filter(status=Assignment.Status.SKIPPED)))
-        .alias(taken=judgments + leases)
+        .alias(taken=F("judgment_count") + leases)
         .filter(overlap_target__gt=F("taken"))
         .order_by(F("training_round__number").asc(nulls_last=True), "id")
     )

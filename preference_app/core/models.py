@@ -202,10 +202,20 @@ class Comparison(models.Model):
     )
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.GENERATED)
     overlap_target = models.PositiveSmallIntegerField(default=1)  # Judgments wanted from distinct annotators.
+    # Kept by judgment_submit in the judgment's own transaction, so the annotation queue can skip
+    # finished comparisons through an index instead of counting judgments of every comparison.
+    judgment_count = models.PositiveIntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["training_round", "id"],
+                condition=Q(judgment_count__lt=models.F("overlap_target")),
+                name="comparison_still_open",
+            )
+        ]
         constraints = [
             models.CheckConstraint(condition=~Q(candidate_a=models.F("candidate_b")), name="comparison_distinct_candidates"),
             models.UniqueConstraint(fields=["candidate_a", "candidate_b"], name="comparison_unique_pair"),

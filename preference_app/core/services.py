@@ -15,6 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from preference_app.core.model_store import base_model_location, serving_model
@@ -370,6 +371,7 @@ def judgment_submit(
                 flags=flags,
                 seconds_spent=seconds_spent,
             )
+            Comparison.objects.filter(pk=comparison.pk).update(judgment_count=F("judgment_count") + 1)
     except IntegrityError:
         existing = Judgment.objects.filter(comparison=comparison, annotator=annotator).first()
         if existing is None:

@@ -51,3 +51,11 @@ def test_a_tie_and_a_both_bad_are_stored_without_strength(comparison, annotator,
     submit(comparison, annotator, choice="tie", strength=None)
     submit(comparison, researcher, choice="both_bad", strength=None)
     assert list(Judgment.objects.values_list("choice", "strength")) == [("tie", None), ("both_bad", None)]
+
+
+def test_the_comparison_counts_each_annotators_judgment_once(comparison, annotator, researcher):
+    submit(comparison, annotator)
+    submit(comparison, annotator)
+    submit(comparison, researcher, choice="b", strength=1)
+    comparison.refresh_from_db()
+    assert comparison.judgment_count == 2 == comparison.judgments.count()
