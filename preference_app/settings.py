@@ -77,6 +77,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "preference_app.core.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "preference_app.urls"
@@ -106,8 +107,11 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker processes share the file; a busy timeout lets one wait for the other's write
     # instead of failing with "database is locked". The test database is a file too, so that a
-    # Celery worker started by the tests can open it.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20}
+    # Celery worker started by the tests can open it. Transactions begin IMMEDIATE: a deferred one
+    # that reads and then writes fails at once with "database is locked" when another connection
+    # writes meanwhile (the busy timeout cannot help an upgrade), which turned two annotators
+    # asking for work at the same moment into an error page.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -185,6 +189,29 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 4 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# A running round step refreshes its claim every ROUND_HEARTBEAT_SECONDS; a claim left unrefreshed
+# for ROUND_STALL_SECONDS belongs to a worker that was killed, and the round is marked failed.
+ROUND_HEARTBEAT_SECONDS = env_int("ROUND_HEARTBEAT_SECONDS", 30)
+ROUND_STALL_SECONDS = env_int("ROUND_STALL_SECONDS", 300)
+if ROUND_STALL_SECONDS < 3 * ROUND_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("ROUND_STALL_SECONDS must be at least three ROUND_HEARTBEAT_SECONDS, or a slow "
+                               "database write would make a live step look dead.")
+
+# Request bodies and imported files are size-limited, so one oversized upload or import cannot
+# exhaust memory; the limit is named in the error message.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024)
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 200 * 1024 * 1024)
+
+# The cache holds the login limiter's counts; with Redis they are shared by every web process,
+# without it each process counts on its own, which still slows a guesser down.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": "preference_app"}}
+
+# Failed sign-ins allowed per client address and user name before the login form refuses for a while.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 300)
 
 # The chat model that writes candidates. The default is the bundled SmolLM2-135M-Instruct,
 # converted once by `manage.py prepare_model` into MODELS_DIR.

@@ -13,3 +13,7 @@ from preference_app.settings import *  # noqa: E402,F403
 
 # Hashing passwords with the production hasher costs about 0.3 s a user; tests create hundreds.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Each test process counts failed logins in its own memory, so a lockout tested in one run cannot
+# leak into the next through a shared Redis.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -1,12 +1,11 @@
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
 from preference_app.api import views
 
 app_name = "api"
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="token"),
+    path("auth/token/", views.TokenView.as_view(), name="token"),
     path("prompts/", views.PromptListView.as_view(), name="prompt-list"),
     path("prompts/<int:pk>/", views.PromptDetailView.as_view(), name="prompt-detail"),
     path("comparisons/", views.ComparisonListView.as_view(), name="comparison-list"),

@@ -3,6 +3,7 @@ answers with an output serializer (or a streamed file)."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -11,6 +12,7 @@ from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.views import APIView
 
 from preference_app.api import formats, selectors, services
@@ -36,8 +38,10 @@ from preference_app.api.serializers import (
     PromptSerializer,
     TrainingRoundSerializer,
 )
+from preference_app.core import login_limits
 from preference_app.core.models import Prompt
 from preference_app.core.services import InvalidInput, judgment_submit, prompt_create
+from preference_app.core.views import LOCKED_OUT
 
 EXPORT = "core.export_preferences"
 
@@ -303,3 +307,27 @@ class ExportJobCardView(_ApiView, APIView):
         job = _finished_job(request, pk)
         path = services.export_job_file(job=job, name="README.md")
         return FileResponse(path.open("rb"), as_attachment=True, filename="README.md", content_type="text/markdown")
+
+
+class TokenView(ObtainAuthToken):
+    """DRF's token endpoint under the same failed-login limit as the login page.
+
+    Otherwise scripts could guess passwords here at full speed while the login form refuses them.
+    """
+
+    def post(self, request, *args, **kwargs):
+        address, username = request.META.get("REMOTE_ADDR", ""), str(request.data.get("username", ""))
+        if not login_limits.login_allowed(address=address, username=username):
+            minutes = max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)
+            return Response({"detail": LOCKED_OUT.format(minutes=minutes)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+        response = super().post(request, *args, **kwargs)
+        login_limits.login_failures_clear(address=address, username=username)
+        return response
+
+    def handle_exception(self, exc):
+        # A wrong password raises a validation error inside post(); it is counted here.
+        if isinstance(exc, ValidationError):
+            login_limits.login_failure_record(
+                address=self.request.META.get("REMOTE_ADDR", ""), username=str(self.request.data.get("username", ""))
+            )
+        return super().handle_exception(exc)

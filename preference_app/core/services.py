@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from preference_app.core.model_store import base_model_location, serving_model
 from preference_app.core.models import (
@@ -166,6 +167,30 @@ def generation_batch_record(
     return batch
 
 
+GENERATION_UNAVAILABLE = (
+    "Reply generation is unavailable right now: the task queue could not be reached. Your message is "
+    "saved; try again in a minute, and tell an admin if this persists."
+)
+
+
+def task_enqueue_on_commit(task, *args, unavailable: Callable[[Exception], None]) -> None:
+    """Queue `task` once the current transaction commits; call `unavailable` if the broker is down.
+
+    The rows the task will read are committed by then, so a broker outage must not turn the request
+    into an error page: the data is safe, only the background work is delayed. `unavailable` records
+    that on the rows (in its own transaction), so the page can say so and offer a retry.
+    """
+
+    def enqueue() -> None:
+        try:
+            task.delay(*args)
+        except (BrokerUnavailable, OSError) as error:
+            logger.error("Could not queue %s%r: %s", task.name, args, error)
+            unavailable(error)
+
+    transaction.on_commit(enqueue)
+
+
 def generation_batch_create(
     *,
     model_version: ModelVersion,
@@ -185,8 +210,21 @@ def generation_batch_create(
             overlap_target=overlap_target,
             training_round=training_round,
         )
-        transaction.on_commit(lambda: generate_candidates.delay(batch.pk))
+        task_enqueue_on_commit(
+            generate_candidates, batch.pk, unavailable=lambda error: generation_batch_unqueued(batch_id=batch.pk)
+        )
     return batch
+
+
+def generation_batch_unqueued(*, batch_id: int) -> None:
+    """Fail a batch whose task could not be queued, with a message the annotator can act on.
+
+    Failing it (rather than leaving it pending) puts the chat in its failed phase, whose retry button
+    requests a new batch once the broker is back; no worker can have taken it, as it never reached one.
+    """
+    GenerationBatch.objects.filter(pk=batch_id, status=GenerationBatch.Status.PENDING).update(
+        status=GenerationBatch.Status.FAILED, error=GENERATION_UNAVAILABLE, finished=timezone.now()
+    )
 
 
 def _claim_generation_batch(batch_id: int) -> bool:

@@ -7,11 +7,16 @@ step's slow work (sampling, training) runs outside any transaction; what it prod
 one transaction together with the move to the next status, and only if the round is still in the
 claimed step (an admin may have cancelled it meanwhile). A step that raises marks the round failed,
 keeps the error for the dashboard, and remembers the step so a retry resumes there.
+
+A worker can also die without raising (SIGKILL, out of memory, a lost machine). While a step runs,
+a heartbeat thread refreshes `step_claimed`; `round_recover_stalled` fails a round whose heartbeat
+is older than ROUND_STALL_SECONDS, so the dashboard shows what happened and a retry can resume.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -19,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
@@ -37,6 +42,7 @@ from preference_app.core.services import (
     generation_batch_run,
     model_version_base_ensure,
     pair_at_random,
+    task_enqueue_on_commit,
 )
 from preference_app.rounds import selectors
 from preference_app.rounds.round_settings import RoundSettings
@@ -63,6 +69,8 @@ Finish = Callable[[TrainingRound], None]
 def round_start(*, settings_values: dict, started_by=None) -> TrainingRound:
     """Create the next round with validated settings and queue its generation step."""
     round_settings = RoundSettings.from_dict(settings_values)
+    # A round whose worker died would otherwise count as running forever and block every new one.
+    round_recover_stalled()
     with transaction.atomic():
         if TrainingRound.objects.select_for_update().exclude(status__in=FINISHED).exists():
             raise InvalidInput("A round is already running; cancel it or wait for it to finish.")
@@ -84,16 +92,27 @@ def _enqueue_step(round_id: int, status: str) -> None:
         Status.TRAINING_POLICY: tasks.train_round_policy,
         Status.EVALUATING: tasks.train_round_evaluate,
     }[status]
-    transaction.on_commit(lambda: task.delay(round_id))
+    task_enqueue_on_commit(task, round_id, unavailable=lambda error: _round_unqueued(round_id, status, error))
+
+
+def _round_unqueued(round_id: int, status: str, error: Exception) -> None:
+    """Fail a round whose next step could not be queued, so an admin sees why and can retry it."""
+    TrainingRound.objects.filter(pk=round_id, status__in=(status, Status.PENDING), step_claimed__isnull=True).update(
+        status=Status.FAILED,
+        failed_status=status,
+        error=f"The step could not be queued because the task broker was unreachable ({error}). Retry once it is back.",
+        finished=timezone.now(),
+    )
 
 
 def _claim_step(round_id: int, status: str) -> bool:
     """Mark the step as taken by this worker; False when another delivery already took it.
 
-    A claim older than the task time limit belongs to a worker that died, so it may be taken over.
+    A claim whose heartbeat is older than ROUND_STALL_SECONDS belongs to a worker that died, so it
+    may be taken over.
     """
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    stale = now - timedelta(seconds=settings.ROUND_STALL_SECONDS)
     claimable = Q(status=status) & (Q(step_claimed__isnull=True) | Q(step_claimed__lt=stale))
     if status == Status.GENERATING:
         claimable |= Q(status=Status.PENDING)
@@ -120,6 +139,38 @@ def _progress_reporter(round_id: int, label: str) -> Callable[[int, int, float],
     return report
 
 
+class _Heartbeat:
+    """Refresh the step's claim every ROUND_HEARTBEAT_SECONDS while the step's work runs.
+
+    A thread rather than the training progress callback, because model loading, sampling and
+    checkpoint saving report no progress yet can take minutes. The thread dies with its process, so
+    a killed worker's claim stops being refreshed and `round_recover_stalled` can tell it is gone.
+    """
+
+    def __init__(self, round_id: int, status: str):
+        self.round_id, self.status = round_id, status
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"round-{round_id}-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        try:
+            while not self.stopped.wait(settings.ROUND_HEARTBEAT_SECONDS):
+                TrainingRound.objects.filter(
+                    pk=self.round_id, status=self.status, step_claimed__isnull=False
+                ).update(step_claimed=timezone.now())
+        finally:
+            # The thread opened its own database connection; leaving it open would leak one per step.
+            connection.close()
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
 def _run_step(round_id: int, status: str, work: Callable[[TrainingRound], Finish]) -> bool:
     """Claim the step, do its work, then record its results and advance, all or nothing."""
     if not _claim_step(round_id, status):
@@ -127,7 +178,8 @@ def _run_step(round_id: int, status: str, work: Callable[[TrainingRound], Finish
         return False
     training_round = TrainingRound.objects.get(pk=round_id)
     try:
-        finish = work(training_round)
+        with _Heartbeat(round_id, status):
+            finish = work(training_round)
         with transaction.atomic():
             locked = TrainingRound.objects.select_for_update().get(pk=round_id)
             if locked.status != status:
@@ -439,6 +491,35 @@ def round_cancel(*, round_id: int) -> bool:
             status=Status.CANCELLED, step="Cancelled", step_claimed=None, finished=timezone.now()
         )
     )
+
+
+WORKING = (Status.GENERATING, Status.TRAINING_REWARD, Status.TRAINING_POLICY, Status.EVALUATING)
+
+
+def round_recover_stalled(*, now=None) -> list[int]:
+    """Fail every round whose running step has had no heartbeat for ROUND_STALL_SECONDS.
+
+    Such a step's worker was killed or lost without raising, so nothing else would ever move the
+    round on. Each round is failed with a conditional update on the claim time it was seen with: a
+    heartbeat that arrives in between wins, and the round is left running. Returns the failed ids.
+    """
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=settings.ROUND_STALL_SECONDS)
+    failed = []
+    stalled = TrainingRound.objects.filter(status__in=WORKING, step_claimed__lt=stale_before)
+    for round_id, status, claimed in stalled.values_list("pk", "status", "step_claimed"):
+        error = (
+            f"The worker running this step stopped responding: its last heartbeat was at "
+            f"{claimed:%Y-%m-%d %H:%M:%S} UTC, more than {settings.ROUND_STALL_SECONDS} s before "
+            f"{now:%H:%M:%S}. It was probably killed or ran out of memory; nothing it produced was "
+            f"registered. Retry to run the step again."
+        )
+        if TrainingRound.objects.filter(pk=round_id, status=status, step_claimed=claimed).update(
+            status=Status.FAILED, failed_status=status, step_claimed=None, error=error, finished=now
+        ):
+            logger.warning("Round %s failed: no heartbeat from its %s step since %s.", round_id, status, claimed)
+            failed.append(round_id)
+    return failed
 
 
 def round_retry(*, round_id: int) -> bool:

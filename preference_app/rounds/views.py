@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from preference_app.core.models import ModelVersion
 from preference_app.core.services import InvalidInput
@@ -32,6 +32,7 @@ def settings_fields(values: dict | None = None) -> list[dict]:
     ]
 
 
+@require_GET
 @login_required
 @permission_required("core.view_traininground", raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
@@ -49,10 +50,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 def _progress_context():
+    # Watching the dashboard is when a dead worker's round must stop looking alive, so stalled
+    # rounds are failed here too; when nothing has stalled it costs one small query.
+    services.round_recover_stalled()
     active = selectors.active_round()
     return selectors.round_progress(training_round=active) if active else None
 
 
+@require_GET
 @login_required
 @permission_required("core.view_traininground", raise_exception=True)
 def progress(request: HttpRequest) -> HttpResponse:

@@ -58,7 +58,34 @@
   // After a swap, move focus to the new content's marked element so keyboard and screen-reader
   // users continue from the new comparison instead of from a removed node.
   document.addEventListener("htmx:afterSwap", function () {
+    showRequestError("");
     const next = document.querySelector("[data-autofocus]");
     if (next && !next.contains(document.activeElement)) next.focus({ preventScroll: false });
+  });
+
+  // htmx leaves the page as it was when a request fails, which would look like a lost click; say
+  // instead that nothing was saved, so the annotator submits again (a repeat is stored once).
+  function showRequestError(text) {
+    let alert = document.getElementById("request-error");
+    if (!text) {
+      if (alert) alert.remove();
+      return;
+    }
+    if (!alert) {
+      alert = document.createElement("p");
+      alert.id = "request-error";
+      alert.className = "notice error";
+      alert.setAttribute("role", "alert");
+      document.getElementById("main").prepend(alert);
+    }
+    alert.textContent = text;
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    showRequestError(event.detail.xhr.getResponseHeader("X-Error-Message") ||
+      "The server could not handle that request, so nothing was saved. Please try again.");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    showRequestError("The server could not be reached, so nothing was saved. Check your connection and try again.");
   });
 })();

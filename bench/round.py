@@ -1,0 +1,99 @@
+"""Wall time of each step of one full round with SmolLM2-135M-Instruct, on this machine's CPU.
+
+    .venv/bin/python bench/round.py [--prompts 32] [--k 4] [--max-new-tokens 64] [--max-length 512]
+
+The round runs the same services the Celery tasks call, one after the other in this process, on a
+fresh SQLite database in a temporary directory (the demo's data is not touched). Simulated
+annotators judge the round's comparisons (prompts x K/2, 64 by default) by a fixed rule, shorter
+replies preferred, so the timings cover generation, collection, reward model, DPO and evaluation.
+Requires `python manage.py prepare_model` to have been run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    model_dir = REPO_ROOT / "var" / "models" / "SmolLM2-135M-Instruct"
+    if not (model_dir / "config.json").is_file():
+        sys.exit("Run `python manage.py prepare_model` first.")
+    work = Path(tempfile.mkdtemp(prefix="bench-round-"))
+    os.environ.update(
+        VAR_DIR=str(work), MODEL_NAME=str(model_dir), MODELS_DIR=str(work / "models"),
+        CELERY_BROKER_URL="memory://", TRAINING_DEVICE=args.device, DJANGO_SETTINGS_MODULE="preference_app.settings",
+    )
+    os.environ.pop("DATABASE_URL", None)
+
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from preference_app.core.models import Comparison, TrainingRound
+    from preference_app.core.services import builtin_prompts_load, judgment_submit, model_version_base_ensure
+    from preference_app.rounds import services
+
+    call_command("migrate", verbosity=0)
+    builtin_prompts_load()
+    model_version_base_ensure()
+    annotator = get_user_model().objects.create_user("bench-annotator")
+    settings_values = {
+        "prompts_per_round": args.prompts, "candidates_per_prompt": args.k, "max_new_tokens": args.max_new_tokens,
+        "judgment_target": args.prompts * (args.k // 2), "batch_size": args.batch_size, "max_length": args.max_length,
+        "eval_max_new_tokens": args.max_new_tokens, "head_to_head": False,
+    }
+    print(f"SmolLM2-135M-Instruct, device={args.device}, prompts={args.prompts}, K={args.k}, "
+          f"max_new_tokens={args.max_new_tokens}, max_length={args.max_length}, batch_size={args.batch_size}")
+    timings: list[tuple[str, float]] = []
+
+    def timed(label, step):
+        started = time.perf_counter()
+        result = step()
+        timings.append((label, time.perf_counter() - started))
+        print(f"  {label:<34} {timings[-1][1]:8.1f} s", flush=True)
+        return result
+
+    training_round = services.round_start(settings_values=settings_values)
+    timed("1. generate candidates", lambda: services.round_generate(round_id=training_round.pk))
+    comparisons = list(Comparison.objects.filter(training_round=training_round).select_related("candidate_a", "candidate_b"))
+
+    def judge_all():
+        for comparison in comparisons:
+            a, b = comparison.candidate_a, comparison.candidate_b
+            choice = "tie" if a.token_count == b.token_count else ("a" if a.token_count < b.token_count else "b")
+            judgment_submit(annotator=annotator, comparison=comparison, choice=choice,
+                            strength=None if choice == "tie" else 2, left_candidate="a")
+
+    timed(f"   judge {len(comparisons)} comparisons (simulated)", judge_all)
+    timed("2. train reward model", lambda: services.round_train_reward(round_id=training_round.pk))
+    timed("3. train policy (DPO)", lambda: services.round_train_policy(round_id=training_round.pk))
+    timed("   evaluate", lambda: services.round_evaluate(round_id=training_round.pk))
+    finished = TrainingRound.objects.get(pk=training_round.pk)
+    print(f"  {'total':<34} {sum(seconds for _, seconds in timings):8.1f} s")
+    print(f"status={finished.status} comparisons={len(comparisons)}")
+    for key in ("reward_held_out_accuracy", "dpo_reward_accuracy", "win_rate_vs_previous", "kl_to_reference",
+                "mean_length_new"):
+        print(f"  {key} = {finished.metrics.get(key)}")
+
+
+if __name__ == "__main__":
+    main()

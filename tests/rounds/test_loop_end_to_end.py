@@ -1,0 +1,94 @@
+"""Two full rounds through the real Celery tasks teach the policy the annotators' hidden preference.
+
+Simulated annotators judge every comparison by one fixed rule the policy can learn: the reply in
+plainer words is better, measured as the larger share of common function words ("the", "to",
+"you", ...); equal shares are a tie. After two rounds, replies of the round-2 policy and of the
+base policy to the held-out prompts are compared by that same rule.
+
+(A length rule was tried first and rejected: DPO on "shorter is better" pushes down the EOS token
+at the end of every longer rejected reply, and on this tiny model that lengthened replies as often
+as it shortened them.)
+"""
+
+import pytest
+
+from preference_app.core import roles
+from preference_app.core.models import Comparison, ModelVersion, TrainingRound
+from preference_app.core.services import builtin_prompts_load, judgment_submit
+from preference_app.rounds import selectors, services
+from tests.conftest import make_user, wait_for
+from training.checkpoints import load_causal_lm
+from training.generate import GenerationConfig, generate_replies
+
+pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+LOOP_SETTINGS = {
+    "prompts_per_round": 48, "candidates_per_prompt": 4, "max_new_tokens": 32, "judgment_target": 96,
+    "batch_size": 8, "max_length": 256, "learning_rate": 3e-4, "epochs": 2, "reward_learning_rate": 1e-4,
+    "reference": "previous", "head_to_head": False, "promote_only_if_not_worse": False, "eval_max_new_tokens": 32,
+}
+SAMPLES_PER_PROMPT = 32
+# The rule's preference rate for the base policy against itself is 0.5 by symmetry. In trial runs
+# of this setting the round-2 policy reached about 0.66; the standard error of the rate over about
+# 9 held-out prompts x 32 samples is about 0.03, so 0.58 sits well outside sampling noise.
+REQUIRED_PREFERENCE_RATE = 0.58
+FUNCTION_WORDS = {"the", "a", "to", "of", "and", "i", "you", "my", "in", "is", "for", "it", "that", "how", "what", "with"}
+
+
+def function_word_share(text: str) -> float:
+    words = text.lower().split()
+    return sum(word.strip(".,?!") in FUNCTION_WORDS for word in words) / len(words) if words else 0.0
+
+
+def rule_prefers_first(first, second) -> float:
+    """The hidden rule: 1 if `first` has the larger share of function words, 0.5 if equal, else 0."""
+    first_share, second_share = function_word_share(first.text), function_word_share(second.text)
+    if first_share == second_share:
+        return 0.5
+    return 1.0 if first_share > second_share else 0.0
+
+
+def simulated_annotators_judge(training_round, annotators):
+    comparisons = Comparison.objects.filter(training_round=training_round).select_related("candidate_a", "candidate_b")
+    for index, comparison in enumerate(comparisons.order_by("id")):
+        preference = rule_prefers_first(comparison.candidate_a, comparison.candidate_b)
+        choice = {1.0: "a", 0.0: "b", 0.5: "tie"}[preference]
+        judgment_submit(annotator=annotators[index % len(annotators)], comparison=comparison, choice=choice,
+                        strength=None if choice == "tie" else 2, left_candidate="a" if index % 2 else "b",
+                        seconds_spent=5.0)
+
+
+def run_round(annotators) -> TrainingRound:
+    training_round = services.round_start(settings_values=LOOP_SETTINGS)
+    collecting = wait_for(lambda: TrainingRound.objects.filter(pk=training_round.pk, status__in=["collecting", "failed"]).first(),
+                          timeout=300, message=f"round {training_round.number} to collect")
+    assert collecting.status == "collecting", collecting.error
+    simulated_annotators_judge(training_round, annotators)
+    done = wait_for(lambda: TrainingRound.objects.filter(pk=training_round.pk, status__in=["completed", "failed"]).first(),
+                    timeout=900, message=f"round {training_round.number} to complete")
+    assert done.status == "completed", done.error
+    return done
+
+
+def preference_rate(new_path, base_path, contexts) -> float:
+    sampling = GenerationConfig(candidates_per_context=SAMPLES_PER_PROMPT, max_new_tokens=32, seed=2024)
+    new, base = load_causal_lm(str(new_path)), load_causal_lm(str(base_path))
+    new_replies = generate_replies(new.model, new.tokenizer, contexts, sampling)
+    base_replies = generate_replies(base.model, base.tokenizer, contexts, sampling)
+    scores = [rule_prefers_first(a, b) for news, bases in zip(new_replies, base_replies) for a, b in zip(news, bases)]
+    return sum(scores) / len(scores)
+
+
+def test_two_rounds_teach_the_policy_the_annotators_hidden_preference(celery_worker, base_policy):
+    builtin_prompts_load()
+    annotators = [make_user(f"simulated-{index}", roles.ANNOTATOR) for index in range(3)]
+    first, second = run_round(annotators), run_round(annotators)
+
+    round_two_policy = ModelVersion.objects.get(training_round=second, kind="policy")
+    assert round_two_policy.parent.training_round_id == first.pk  # Round 2 trained the round-1 policy.
+    assert round_two_policy.is_serving
+    contexts = [[{"role": "user", "content": prompt.text}] for prompt in selectors.held_out_prompts()]
+    assert len(contexts) >= 5
+    rate = preference_rate(round_two_policy.path, base_policy.path, contexts)
+    print(f"hidden-rule preference rate, round-2 policy over base: {rate:.3f}")
+    assert rate >= REQUIRED_PREFERENCE_RATE
