@@ -86,7 +86,8 @@ def celery_worker(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         env = child_environment()
     app.control.purge()
-    log_path = TEST_OUTPUT / "celery-worker.log"
+    # One log per test run: parallel runs (other state directories) must not read each other's "ready".
+    log_path = TEST_OUTPUT / f"celery-worker-{os.getpid()}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("w")
     process = subprocess.Popen(
