@@ -191,10 +191,14 @@ def gunicorn_wait_ready(process: subprocess.Popen, args: argparse.Namespace, log
             response = connection.getresponse()
             response.read()
             if response.status == 200:
-                # Every worker answers a few times before the clock starts, so imports are not measured.
-                for _ in range(args.workers * 4):
-                    connection.request("GET", "/health/")
-                    connection.getresponse().read()
+                # Every worker answers a few times before the clock starts, so imports are not
+                # measured. A keep-alive connection stays with one worker, so each warm-up request
+                # opens a new connection and gunicorn hands them to all of its workers.
+                for _ in range(args.workers * 8):
+                    warm = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
+                    warm.request("GET", "/health/")
+                    warm.getresponse().read()
+                    warm.close()
                 return
         except OSError:
             time.sleep(0.3)

@@ -5,7 +5,7 @@
 The round runs the same services the Celery tasks call, one after the other in this process, on a
 fresh SQLite database in a temporary directory (the demo's data is not touched). Simulated
 annotators judge the round's comparisons (prompts x K/2, 64 by default) by a fixed rule, shorter
-replies preferred, so the timings cover generation, collection, reward model, DPO and evaluation.
+replies (in characters) preferred, so the timings cover generation, collection, reward model, DPO and evaluation.
 Requires `python manage.py prepare_model` to have been run.
 """
 
@@ -78,8 +78,10 @@ def main() -> None:
 
     def judge_all():
         for comparison in comparisons:
-            a, b = comparison.candidate_a, comparison.candidate_b
-            choice = "tie" if a.token_count == b.token_count else ("a" if a.token_count < b.token_count else "b")
+            # Characters rather than tokens: most SmolLM2 replies stop at the token cap, so token
+            # counts would tie where character counts still differ.
+            a, b = len(comparison.candidate_a.text), len(comparison.candidate_b.text)
+            choice = "tie" if a == b else ("a" if a < b else "b")
             judgment_submit(annotator=annotator, comparison=comparison, choice=choice,
                             strength=None if choice == "tie" else 2, left_candidate="a")
 

@@ -17,6 +17,7 @@ from preference_app.core.models import Comparison, Conversation, GenerationBatch
 # Comparisons of these sources are judged in the queue by anyone. Live-chat turns are judged by the
 # annotator who chatted, and an edit comparison is judged by its author when it is made.
 QUEUE_SOURCES = [Comparison.Source.GENERATED, Comparison.Source.IMPORTED]
+WAITING_COUNT_CAP = 1000
 
 
 def user_can_annotate(user) -> bool:
@@ -59,7 +60,10 @@ def comparisons_open_to(*, annotator, now: datetime) -> QuerySet[Comparison]:
         .exclude(Exists(mine.filter(status=Assignment.Status.SKIPPED)))
         .alias(taken=F("judgment_count") + leases)
         .filter(overlap_target__gt=F("taken"))
-        .order_by(F("training_round__number").asc(nulls_last=True), "id")
+        # Round ids grow with round numbers, so ordering by the column itself (not the joined
+        # number) gives oldest round first and lets PostgreSQL walk comparison_still_open in order
+        # and stop at the first free row instead of sorting every open comparison.
+        .order_by(F("training_round_id").asc(nulls_last=True), "id")
     )
 
 
@@ -91,7 +95,11 @@ def assignment_current(*, annotator, now: datetime) -> Assignment | None:
 class Progress:
     judged_today: int
     judged_total: int
-    waiting: int  # Comparisons still open to this annotator.
+    waiting: int  # Comparisons still open to this annotator, counted up to WAITING_COUNT_CAP.
+
+    @property
+    def waiting_label(self) -> str:
+        return f"{WAITING_COUNT_CAP}+" if self.waiting >= WAITING_COUNT_CAP else str(self.waiting)
 
 
 def annotator_progress(*, annotator, now: datetime | None = None) -> Progress:
@@ -107,7 +115,9 @@ def annotator_progress(*, annotator, now: datetime | None = None) -> Progress:
     return Progress(
         judged_today=counts["today"],
         judged_total=counts["total"],
-        waiting=comparisons_open_to(annotator=annotator, now=now).count(),
+        # Counting stops at the cap: an exact figure past it tells an annotator nothing, and each
+        # page view would otherwise count every open comparison in the database.
+        waiting=comparisons_open_to(annotator=annotator, now=now)[:WAITING_COUNT_CAP].count(),
     )
 
 

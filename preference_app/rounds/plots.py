@@ -31,7 +31,12 @@ def line_chart(title: str, series: list[Series], *, x_label: str, y_label: str, 
     """An SVG chart of one or more series; `lines=False` draws points only (a scatter plot)."""
     points = [point for one in series for point in one.points]
     if not points:
-        return f'<svg role="img" aria-label="{escape(title)}: no data yet" width="{WIDTH}" height="{HEIGHT}"><text x="12" y="20">{escape(title)}: no data yet</text></svg>'
+        return (
+            f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{escape(title)}: no data yet" '
+            f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" class="chart">'
+            f'<text x="{MARGIN_LEFT}" y="16" font-weight="600" font-size="13">{escape(title)}</text>'
+            f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" font-size="12" text-anchor="middle" fill="#5b6673">no data yet</text></svg>'
+        )
     x_low, x_high = _bounds([x for x, _ in points])
     y_low, y_high = _bounds([y for _, y in points])
     plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT

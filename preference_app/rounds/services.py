@@ -189,7 +189,9 @@ def _run_step(round_id: int, status: str, work: Callable[[TrainingRound], Finish
             locked.status = NEXT_STATUS[status]
             locked.step_claimed = None
             locked.progress = 0.0
-            locked.step = "Queued" if locked.status != Status.COMPLETED else "Done"
+            locked.step = {Status.COMPLETED: "Done", Status.COLLECTING: "Waiting for judgments"}.get(
+                locked.status, "Queued"
+            )
             if locked.status == Status.COMPLETED:
                 locked.finished = timezone.now()
             locked.save()
