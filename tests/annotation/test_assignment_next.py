@@ -30,9 +30,12 @@ def test_asking_again_returns_the_same_assignment_with_the_same_side(annotator, 
 
 
 def test_oldest_round_comes_first_and_comparisons_without_a_round_last(annotator, db):
+    # Rounds are numbered in the order they are created; their comparisons here are not.
+    first_round = TrainingRound.objects.create(number=1)
+    second_round = TrainingRound.objects.create(number=2)
     loose = make_comparison()
-    newer = make_comparison(training_round=TrainingRound.objects.create(number=2))
-    older = make_comparison(training_round=TrainingRound.objects.create(number=1))
+    newer = make_comparison(training_round=second_round)
+    older = make_comparison(training_round=first_round)
     served = []
     for _ in range(3):
         assignment = assignment_next(annotator=annotator)
