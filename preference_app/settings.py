@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_results",
     "preference_app.core",
     "preference_app.annotation",
@@ -159,6 +160,14 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Preference collection API",
     "DESCRIPTION": "Pairwise human preferences, training rounds and model versions.",
     "VERSION": "1.0.0",
+    # Swagger UI is served from the app's own static files: no CDN is reachable on air-gapped hosts.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "preference_app.api.schema.document_error_responses",
+    ],
 }
 
 # Celery. Without REDIS_URL or CELERY_BROKER_URL the broker is kombu's filesystem transport in
@@ -167,12 +176,15 @@ REDIS_URL = env_str("REDIS_URL")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for folder in ("queue", "processed"):
+    for folder in ("queue", "processed", "control"):
         (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        # The exchange tables too: kombu's default is ./control in the working directory, which put
+        # broker state in the repository and let separate test runs see each other's workers.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 else:

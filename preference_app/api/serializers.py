@@ -135,7 +135,7 @@ class TrainingRoundSerializer(serializers.ModelSerializer):
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
-    training_round = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    training_round = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
 
     class Meta:
         # The checkpoint path is left out: it describes the server's disk, not the model.

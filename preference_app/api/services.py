@@ -22,7 +22,7 @@ from preference_app.api.export import ExportQuery, RowCounter, dataset_card, exp
 from preference_app.api.models import ExportJob, ImportedPair
 from preference_app.api.selectors import agreement_statistics
 from preference_app.core.models import Candidate, Comparison, Conversation, Prompt, Turn
-from preference_app.core.services import InvalidInput, judgment_submit, prompt_create
+from preference_app.core.services import InvalidInput, import_file_size_check, judgment_submit, prompt_create
 
 # HH-RLHF and TRL files carry a bare preference, no strength. Imported judgments get strength 2
 # ("better"), the middle of the 1-4 scale that is not the weakest, so that an export dropping the
@@ -246,6 +246,7 @@ def preferences_import(*, path: Path, file_format: str, strength: int = DEFAULT_
     transaction leaves nothing of the import behind.
     """
     path = Path(path)
+    import_file_size_check(path=path)
     if file_format not in PARSERS:
         raise InvalidInput(f"The import format must be one of {', '.join(PARSERS)}.")
     if not 1 <= strength <= 4:

@@ -92,9 +92,21 @@ def _prompt_rows(path: Path) -> Iterable[tuple[int, dict]]:
         yield number, row
 
 
+def import_file_size_check(*, path: Path) -> None:
+    """Refuse a file over IMPORT_MAX_BYTES before reading it: an import runs in one transaction and
+    a runaway file would hold it, and the process's memory, for as long as it takes."""
+    size, limit = Path(path).stat().st_size, settings.IMPORT_MAX_BYTES
+    if size > limit:
+        raise InvalidInput(
+            f"{Path(path).name} is {size / 1e6:.1f} MB; imports are limited to {limit / 1e6:.1f} MB "
+            f"(IMPORT_MAX_BYTES). Split the file and import the parts."
+        )
+
+
 def prompts_import(*, path: Path, source: str = Prompt.Source.IMPORTED, created_by=None) -> PromptImportReport:
     """Import prompts from JSONL or CSV in one transaction: a bad line stores nothing at all."""
     path = Path(path)
+    import_file_size_check(path=path)
     if path.suffix.lower() not in {".jsonl", ".csv"}:
         raise InvalidInput(f"{path.name}: prompts are imported from .jsonl or .csv files.")
     report = PromptImportReport()

@@ -47,6 +47,7 @@ class PrivateBroker:
         self.app.conf.broker_transport_options = {
             "data_folder_in": str(self.queue), "data_folder_out": str(self.queue),
             "processed_folder": str(self.processed), "store_processed": False,
+            "control_folder": str(root / "broker" / "control"),
         }
 
     @property
