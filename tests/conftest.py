@@ -15,6 +15,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import connection
 
 from preference_app.core import roles
+from preference_app.core.models import Candidate, Comparison, Conversation, Turn
 from training.tiny import build_tiny_causal_lm
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,15 @@ def researcher(db):
 @pytest.fixture
 def admin_user(db):
     return make_user("boss", roles.ADMIN, is_staff=True)
+
+
+@pytest.fixture
+def comparison(db):
+    conversation = Conversation.objects.create(source=Conversation.Source.PROMPT)
+    Turn.objects.create(conversation=conversation, index=0, role=Turn.Role.USER, text="Hello?")
+    first = Candidate.objects.create(conversation=conversation, context_length=1, text="Hi.")
+    second = Candidate.objects.create(conversation=conversation, context_length=1, text="Hello there.")
+    return Comparison.objects.create(conversation=conversation, context_length=1, candidate_a=first, candidate_b=second)
 
 
 def database_url_for_current_connection() -> str:

@@ -7,9 +7,7 @@ from preference_app.core.models import (
     Demonstration,
     GenerationBatch,
     Judgment,
-    ModelVersion,
     Prompt,
-    TrainingRound,
     Turn,
 )
 
@@ -40,14 +38,6 @@ class ConversationAdmin(admin.ModelAdmin):
     inlines = [TurnInline]
 
 
-@admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "is_serving", "training_round", "parent", "base_model_id", "created"]
-    list_filter = ["kind", "is_serving", "created"]
-    search_fields = ["name", "path", "base_model_id"]
-    raw_id_fields = ["parent", "training_round"]
-
-
 @admin.register(Candidate)
 class CandidateAdmin(admin.ModelAdmin):
     list_display = ["id", "short_text", "model_version", "conversation", "context_length", "token_count",
@@ -74,13 +64,6 @@ class JudgmentAdmin(admin.ModelAdmin):
     list_filter = ["choice", "strength", "left_candidate", "created"]
     search_fields = ["rationale", "annotator__username"]
     raw_id_fields = ["comparison", "annotator"]
-
-
-@admin.register(TrainingRound)
-class TrainingRoundAdmin(admin.ModelAdmin):
-    list_display = ["number", "status", "step", "progress", "created", "started", "finished"]
-    list_filter = ["status"]
-    readonly_fields = ["error"]
 
 
 @admin.register(Demonstration)

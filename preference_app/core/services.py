@@ -427,10 +427,9 @@ def judgment_submit(
         if existing is None:
             raise
         return JudgmentOutcome(judgment=existing, created=False)
-    if comparison.training_round_id is not None:
-        # Imported lazily: the rounds app builds on this module. The check is one count query and,
-        # once the round's judgment target is met, moves it on to training.
-        from preference_app.rounds.services import round_collection_check
+    # Imported lazily: the rounds app builds on this module. Each new judgment may complete a
+    # collecting round's target or the number of judgments that starts the next round by itself.
+    from preference_app.rounds.services import judgment_recorded
 
-        round_collection_check(round_id=comparison.training_round_id)
+    judgment_recorded(comparison=comparison)
     return JudgmentOutcome(judgment=judgment, created=True)

@@ -40,6 +40,7 @@ class RoundSettings:
     promote_only_if_not_worse: bool = True  # Keep the previous policy when the new one loses to it.
     # Step 4: the loop.
     auto_rounds: int = 0  # Rounds still to start automatically after this one completes.
+    auto_start_after_judgments: int = 0  # 0: off; else the next round starts once this many new judgments arrive.
     min_win_rate_gain: float = 0.0  # An auto-loop stops once the win rate over the previous policy gains less.
     seed: int = 0
 
@@ -84,7 +85,7 @@ class RoundSettings:
             raise InvalidInput(f"reference must be one of {', '.join(REFERENCES)}.")
         if self.pairing not in PAIRINGS:
             raise InvalidInput(f"pairing must be one of {', '.join(PAIRINGS)}.")
-        if self.lora_rank < 0 or self.auto_rounds < 0:
-            raise InvalidInput("lora_rank and auto_rounds cannot be negative.")
+        if self.lora_rank < 0 or self.auto_rounds < 0 or self.auto_start_after_judgments < 0:
+            raise InvalidInput("lora_rank, auto_rounds and auto_start_after_judgments cannot be negative.")
         if self.prompts_per_round > 1000 or self.candidates_per_prompt > 16 or self.max_new_tokens > 2048:
             raise InvalidInput("At most 1000 prompts, 16 candidates and 2048 new tokens per round.")

@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
@@ -32,6 +32,7 @@ from preference_app.core.model_store import serving_model
 from preference_app.core.models import (
     Candidate,
     Comparison,
+    Judgment,
     ModelVersion,
     TrainingRound,
 )
@@ -304,6 +305,30 @@ def round_training_begin(*, round_id: int) -> bool:
         if moved:
             _enqueue_step(round_id, Status.TRAINING_REWARD)
     return bool(moved)
+
+
+def judgment_recorded(*, comparison: Comparison) -> TrainingRound | None:
+    """React to a new judgment: move a collecting round on once its target is met, or start the
+    next round once enough judgments have arrived since the last one completed (step 4)."""
+    if comparison.training_round_id is not None:
+        round_collection_check(round_id=comparison.training_round_id)
+    return round_auto_start_check()
+
+
+def round_auto_start_check() -> TrainingRound | None:
+    """Start the next round with the last round's settings when its `auto_start_after_judgments`
+    new judgments have arrived since it completed; None when that is off or not yet the case."""
+    last = TrainingRound.objects.order_by("-number").first()
+    if last is None or last.status != Status.COMPLETED or last.finished is None:
+        return None
+    threshold = round_settings_of(last).auto_start_after_judgments
+    if threshold < 1 or Judgment.objects.filter(created__gt=last.finished).count() < threshold:
+        return None
+    try:
+        return round_start(settings_values=last.config, started_by=last.started_by)
+    except (InvalidInput, IntegrityError):
+        # Another request's judgment started it a moment earlier.
+        return None
 
 
 def round_collection_check(*, round_id: int) -> bool:

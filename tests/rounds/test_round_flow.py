@@ -85,3 +85,4 @@ def test_only_one_round_runs_at_a_time(db, base_policy):
     with pytest.raises(services.InvalidInput, match="already running"):
         services.round_start(settings_values=SMALL_ROUND)
     assert TrainingRound.objects.count() == 1
+

@@ -1,0 +1,47 @@
+"""Rounds and model versions in the Django admin, with the dashboard's actions as admin actions."""
+
+from django.contrib import admin, messages
+
+from preference_app.core.models import ModelVersion, TrainingRound
+from preference_app.rounds import services
+
+
+@admin.register(TrainingRound)
+class TrainingRoundAdmin(admin.ModelAdmin):
+    list_display = ["number", "status", "step", "progress", "created", "started", "finished"]
+    list_filter = ["status"]
+    readonly_fields = ["error", "failed_status", "step_claimed"]
+    actions = ["cancel_rounds", "retry_rounds"]
+
+    @admin.action(description="Cancel the selected rounds", permissions=["start"])
+    def cancel_rounds(self, request, queryset):
+        done = sum(services.round_cancel(round_id=pk) for pk in queryset.values_list("pk", flat=True))
+        self.message_user(request, f"{done} round(s) cancelled; finished rounds were left as they were.", messages.SUCCESS)
+
+    @admin.action(description="Retry the selected failed rounds from the step that failed", permissions=["start"])
+    def retry_rounds(self, request, queryset):
+        done = sum(services.round_retry(round_id=pk) for pk in queryset.values_list("pk", flat=True))
+        self.message_user(request, f"{done} round(s) resumed; rounds that had not failed were left as they were.", messages.SUCCESS)
+
+    def has_start_permission(self, request) -> bool:
+        return request.user.has_perm("core.start_round")
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "is_serving", "training_round", "parent", "base_model_id", "created"]
+    list_filter = ["kind", "is_serving", "created"]
+    search_fields = ["name", "path", "base_model_id"]
+    raw_id_fields = ["parent", "training_round"]
+    actions = ["serve_version"]
+
+    @admin.action(description="Serve the selected version (promote or roll back)", permissions=["start"])
+    def serve_version(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version to serve.", messages.ERROR)
+            return
+        version = services.model_version_promote(version=queryset.get())
+        self.message_user(request, f"{version.name} now serves as the {version.get_kind_display().lower()}.", messages.SUCCESS)
+
+    def has_start_permission(self, request) -> bool:
+        return request.user.has_perm("core.start_round")
