@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 
 from training.checkpoints import load_causal_lm, load_reward_model
-from training.data import Demonstration, encode_demonstrations
 from training.generate import GenerationConfig, generate_replies
-from training.packing import pack_demonstrations, sequence_log_probs
+from training.packing import score_each_reply, sequence_log_probs
 from training.reward import score_replies
 from training.runtime import pick_device
 
@@ -52,23 +51,12 @@ class EvaluationReport:
         return asdict(self)
 
 
-@torch.inference_mode()
 def reply_log_probs(
     model: torch.nn.Module, tokenizer, contexts: list[list[Message]], replies: list[str], *, max_length: int, batch_size: int
 ) -> torch.Tensor:
     """Summed log-prob of each reply given its context under `model`: (len(replies),) float32."""
-    demonstrations = [Demonstration(prompt=context, completion=reply) for context, reply in zip(contexts, replies)]
-    encoded, report = encode_demonstrations(tokenizer, demonstrations, max_length=max_length)
-    if report.kept != report.total:
-        raise ValueError(f"Some replies could not be scored: {report.summary()}")
-    model.eval()
-    device = next(model.parameters()).device
-    sums = []
-    for start in range(0, len(encoded), batch_size):
-        batch = pack_demonstrations(encoded[start : start + batch_size], pad_token_id=tokenizer.pad_token_id)
-        batch_sums, _ = sequence_log_probs(model, batch.to(device))
-        sums.append(batch_sums.cpu())
-    return torch.cat(sums) if sums else torch.zeros(0)
+    return score_each_reply(model, tokenizer, contexts, replies, lambda m, batch: sequence_log_probs(m, batch)[0],
+                            max_length=max_length, batch_size=batch_size)
 
 
 def evaluate_policy(

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface, PreTrainedModel
 
-from training.data import EncodedDemonstration, EncodedPair, common_prefix_length
+from training.data import Demonstration, EncodedDemonstration, EncodedPair, common_prefix_length, encode_demonstrations
 from training.losses import token_log_probs
 
 ATTENTION_NAME = "training_packed_pairs"
@@ -276,3 +276,33 @@ def sequence_rewards(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor
     hidden = packed_hidden_states(model, batch)  # (L, H)
     scores = inner.score(hidden.index_select(0, batch.score_index))  # (num_sequences, 1)
     return scores.squeeze(-1).float()
+
+
+@torch.inference_mode()
+def score_each_reply(
+    model: PreTrainedModel,
+    tokenizer,
+    contexts: list[list[dict[str, str]]],
+    replies: list[str],
+    score_batch,
+    *,
+    max_length: int,
+    batch_size: int,
+) -> torch.Tensor:
+    """One score per (context, reply), from `score_batch(model, packed batch) -> (B,)`: (len(replies),) float32.
+
+    The scoring passes of the reward model (rewards) and of evaluation (log-probs) share this
+    loop; a reply that cannot be encoded within `max_length` is an error, not a silent skip.
+    """
+    demonstrations = [Demonstration(prompt=context, completion=reply) for context, reply in zip(contexts, replies)]
+    encoded, report = encode_demonstrations(tokenizer, demonstrations, max_length=max_length)
+    if report.kept != report.total:
+        raise ValueError(f"Some replies could not be scored: {report.summary()}")
+    model.eval()
+    device = next(model.parameters()).device
+    scores = []
+    for start in range(0, len(encoded), batch_size):
+        batch = pack_demonstrations(encoded[start : start + batch_size], pad_token_id=tokenizer.pad_token_id)
+        scores.append(score_batch(model, batch.to(device)).float().cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)
+

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from training.checkpoints import load_reward_model, save_checkpoint
-from training.data import Demonstration, EncodedPair, PreferencePair, encode_demonstrations, encode_pairs
+from training.data import EncodedPair, PreferencePair, encode_pairs
 from training.losses import bradley_terry_loss
 from training.optim import OptimConfig, Progress, TrainingResult, autocast_for, resolve_device, run_optimisation
-from training.packing import pack_demonstrations, pack_pairs, packed_attention, sequence_rewards
+from training.packing import pack_pairs, packed_attention, score_each_reply, sequence_rewards
 from training.runtime import set_seed
 
 Message = dict[str, str]
@@ -68,7 +68,6 @@ def score_pairs(
     return torch.cat(chosen), torch.cat(rejected)
 
 
-@torch.inference_mode()
 def score_replies(
     model: torch.nn.Module,
     tokenizer,
@@ -79,17 +78,8 @@ def score_replies(
     batch_size: int = 16,
 ) -> torch.Tensor:
     """Reward of each (context, reply): (len(replies),) float32. Over-long replies are cut to fit."""
-    demonstrations = [Demonstration(prompt=context, completion=reply) for context, reply in zip(contexts, replies)]
-    encoded, report = encode_demonstrations(tokenizer, demonstrations, max_length=max_length)
-    if report.kept != report.total:
-        raise ValueError(f"Some contexts could not be scored: {report.summary()}")
-    model.eval()
-    device = next(model.parameters()).device
-    scores = []
-    for start in range(0, len(encoded), batch_size):
-        batch = pack_demonstrations(encoded[start : start + batch_size], pad_token_id=tokenizer.pad_token_id)
-        scores.append(sequence_rewards(model, batch.to(device)).cpu())
-    return torch.cat(scores) if scores else torch.zeros(0)
+    return score_each_reply(model, tokenizer, contexts, replies, sequence_rewards, max_length=max_length,
+                            batch_size=batch_size)
 
 
 def reward_statistics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:

@@ -6,7 +6,7 @@ selectors then apply the typed value.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 
 from rest_framework import serializers
@@ -58,6 +58,17 @@ class _DateRangeFilter(serializers.Serializer):
         return attrs
 
 
+def preference_filters_from(data: dict) -> PreferenceFilters:
+    """PreferenceFilters from a filter serializer's validated data; absent parameters mean "any".
+
+    Query parameters use the names researchers type (`round`), the dataclass the names the
+    selectors read (`round_number`); only that one differs.
+    """
+    names = {field.name for field in fields(PreferenceFilters)}
+    values = {("round_number" if key == "round" else key): value for key, value in data.items()}
+    return PreferenceFilters(**{key: value for key, value in values.items() if key in names})
+
+
 class PreferenceFilterSerializer(_DateRangeFilter):
     """Filters shared by judgment lists and exports."""
 
@@ -74,19 +85,7 @@ class PreferenceFilterSerializer(_DateRangeFilter):
     )
 
     def to_filters(self) -> PreferenceFilters:
-        data = self.validated_data
-        return PreferenceFilters(
-            round_number=data.get("round"),
-            model_version=data.get("model_version"),
-            source=data.get("source"),
-            comparison=data.get("comparison"),
-            annotator=data.get("annotator"),
-            created_after=data.get("created_after"),
-            created_before=data.get("created_before"),
-            min_strength=data.get("min_strength"),
-            choice=data.get("choice"),
-            min_agreement=data.get("min_agreement"),
-        )
+        return preference_filters_from(self.validated_data)
 
 
 class JudgmentFilterSerializer(PreferenceFilterSerializer):
@@ -105,15 +104,7 @@ class ComparisonFilterSerializer(_DateRangeFilter):
     ordering = _ordering_field(["id", "created"])
 
     def to_filters(self) -> PreferenceFilters:
-        data = self.validated_data
-        return PreferenceFilters(
-            round_number=data.get("round"),
-            model_version=data.get("model_version"),
-            source=data.get("source"),
-            created_after=data.get("created_after"),
-            created_before=data.get("created_before"),
-            min_agreement=data.get("min_agreement"),
-        )
+        return preference_filters_from(self.validated_data)
 
 
 class PromptFilterSerializer(_DateRangeFilter):
