@@ -3,7 +3,7 @@
 import pytest
 
 from preference_app.core import roles
-from preference_app.core.models import Comparison, ModelVersion, TrainingRound
+from preference_app.core.models import Comparison, Demonstration, ModelVersion, TrainingRound
 from preference_app.core.services import builtin_prompts_load, judgment_submit
 from preference_app.rounds import services
 from preference_app.rounds.tasks import train_round_policy, train_round_reward
@@ -42,6 +42,9 @@ def test_a_round_runs_start_to_finish_and_duplicate_deliveries_change_nothing(ce
     comparisons = list(Comparison.objects.filter(training_round=training_round))
     assert len(comparisons) == 6 and collecting.metrics["comparisons"] == 6
 
+    # An annotator-written ideal reply: the policy step runs SFT on it (step 0) before DPO.
+    Demonstration.objects.create(conversation=comparisons[0].conversation, context_length=1,
+                                 text="Sleep at the same time every night.", author=annotator)
     judge_shorter(annotator, comparisons)
     # The sixth judgment met the target, so the round moved on to training by itself.
     assert TrainingRound.objects.get(pk=training_round.pk).status != "collecting"
@@ -50,13 +53,15 @@ def test_a_round_runs_start_to_finish_and_duplicate_deliveries_change_nothing(ce
     for key in ("reward_held_out_accuracy", "dpo_reward_accuracy", "win_rate_vs_previous", "win_rate_vs_base",
                 "kl_to_reference", "mean_length_new"):
         assert key in done.metrics
+    assert done.metrics["sft_demonstrations"] == 1
     versions = ModelVersion.objects.filter(training_round=training_round)
-    assert sorted(versions.values_list("kind", flat=True)) == ["policy", "reward"]
+    assert sorted(versions.values_list("kind", flat=True)) == ["policy", "reward", "sft"]
+    assert versions.get(kind="policy").metrics["started_from"] == versions.get(kind="sft").name
     assert ModelVersion.objects.get(kind="reward", is_serving=True).training_round_id == training_round.pk
 
     replays = [train_round_reward.delay(training_round.pk), train_round_policy.delay(training_round.pk)]
     assert [replay.get(timeout=60) for replay in replays] == [False, False]
-    assert ModelVersion.objects.filter(training_round=training_round).count() == 2
+    assert ModelVersion.objects.filter(training_round=training_round).count() == 3
     assert TrainingRound.objects.get(pk=training_round.pk).status == "completed"
 
 
