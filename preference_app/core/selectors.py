@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from preference_app.core.models import Candidate, Comparison, GenerationBatch, Judgment, ModelVersion, Prompt
+from preference_app.core.models import Candidate, Comparison, GenerationBatch, Judgment, ModelVersion, Prompt, Turn
 
 
 def model_version_serving(*, kind: str = ModelVersion.Kind.POLICY) -> ModelVersion | None:
-    return ModelVersion.objects.filter(kind=kind, is_serving=True).first()
+    return ModelVersion.objects.filter(kind=kind, is_serving=True).select_related("parent").first()
+
+
+def messages_before(turns: Iterable[Turn], context_length: int) -> list[dict[str, str]]:
+    """The turns before position `context_length` as chat messages; `turns` come in index order."""
+    return [{"role": turn.role, "content": turn.text} for turn in turns if turn.index < context_length]
 
 
 @dataclass(frozen=True)

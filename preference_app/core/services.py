@@ -30,6 +30,7 @@ from preference_app.core.models import (
     Prompt,
     Turn,
 )
+from preference_app.core.selectors import messages_before
 from training.checkpoints import BUNDLED_MODEL_NAME
 from training.generate import GeneratedReply, GenerationConfig, generate_replies
 
@@ -257,11 +258,6 @@ def _claim_generation_batch(batch_id: int) -> bool:
     return bool(claimed)
 
 
-def _context_messages(conversation: Conversation, context_length: int) -> list[dict[str, str]]:
-    turns = conversation.turns.filter(index__lt=context_length).order_by("index")
-    return [{"role": turn.role, "content": turn.text} for turn in turns]
-
-
 # Chooses which of one context's replies are compared: (replies, context messages) -> index pairs.
 Pairing = Callable[[list[GeneratedReply], list[dict[str, str]]], list[tuple[int, int]]]
 
@@ -295,7 +291,7 @@ def generation_batch_run(*, batch_id: int, pairing: Pairing | None = None) -> Ge
         config = GenerationConfig(**batch.sampling)
         conversations = list(batch.conversations.order_by("id"))
         positions = [conversation.turns.count() for conversation in conversations]
-        contexts = [_context_messages(c, length) for c, length in zip(conversations, positions)]
+        contexts = [messages_before(c.turns.order_by("index"), length) for c, length in zip(conversations, positions)]
         loaded = serving_model(batch.model_version.path)
         replies = generate_replies(loaded.model, loaded.tokenizer, contexts, config)
         with transaction.atomic():

@@ -7,12 +7,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Prefetch, Q
 from django.utils import timezone
 
+from preference_app.api.filters import PreferenceFilters
 from preference_app.api.pseudonyms import annotator_pseudonym
+from preference_app.api.selectors import preference_pairs_iter
 from preference_app.core.models import (
-    Comparison,
     Demonstration,
     Judgment,
     ModelVersion,
@@ -20,20 +21,13 @@ from preference_app.core.models import (
     TrainingRound,
     Turn,
 )
+from preference_app.core.selectors import messages_before
 from preference_app.rounds import leaderboard
 from training.data import Demonstration as TrainingDemonstration
 from training.data import PreferencePair
 
 HELD_OUT_PROMPT_PREFIXES = ("0", "1")  # 2/16 of prompts by text hash: a fixed evaluation set.
 HELD_OUT_COMPARISON_MODULUS = 10  # Every tenth comparison is kept out of reward-model training.
-
-
-def serving_policy() -> ModelVersion | None:
-    return ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, is_serving=True).select_related("parent").first()
-
-
-def serving_reward_model() -> ModelVersion | None:
-    return ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, is_serving=True).first()
 
 
 def base_policy(version: ModelVersion) -> ModelVersion:
@@ -61,50 +55,19 @@ def prompts_for_generation(*, limit: int) -> list[Prompt]:
     )
 
 
-def _context_messages(conversation_id: int, context_length: int, turns_by_conversation) -> list[dict[str, str]]:
-    return [
-        {"role": turn.role, "content": turn.text}
-        for turn in turns_by_conversation[conversation_id]
-        if turn.index < context_length
-    ]
-
-
 def preference_pairs(*, held_out_split: bool) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """Every comparison with a majority preference, as (context, chosen, rejected, margin) pairs.
+    """Every decided comparison as a (context, chosen, rejected, margin) pair for training.
 
-    Judgments of one comparison are aggregated by majority of A-versus-B votes; ties and both-bad
-    votes take no side, and a comparison whose votes split evenly is left out. The margin is the
-    mean strength of the majority's votes. With `held_out_split`, every tenth comparison goes to
-    the second list, a fixed slice for the reward model's held-out accuracy.
+    The same pairs and aggregation rule as the researchers' export (api.selectors): the most common
+    choice of a comparison's judgments decides it, ties and both-bad outcomes are left out, and the
+    margin is the mean strength of the agreeing judgments. With `held_out_split`, every tenth
+    comparison goes to the second list, a fixed slice for the reward model's held-out accuracy.
     """
-    votes: dict[int, list[Judgment]] = defaultdict(list)
-    judgments = Judgment.objects.filter(choice__in=[Judgment.Choice.A, Judgment.Choice.B]).only(
-        "comparison_id", "choice", "strength"
-    )
-    for judgment in judgments.iterator(chunk_size=2000):
-        votes[judgment.comparison_id].append(judgment)
-    comparisons = Comparison.objects.filter(pk__in=votes.keys()).select_related("candidate_a", "candidate_b").order_by("id")
-    conversation_ids = {comparison.conversation_id for comparison in comparisons}
-    turns_by_conversation = defaultdict(list)
-    for turn in Turn.objects.filter(conversation_id__in=conversation_ids).order_by("conversation_id", "index"):
-        turns_by_conversation[turn.conversation_id].append(turn)
     train, held_out = [], []
-    for comparison in comparisons:
-        tally = Counter(judgment.choice for judgment in votes[comparison.pk])
-        if tally["a"] == tally["b"]:
-            continue
-        winner = "a" if tally["a"] > tally["b"] else "b"
-        strengths = [judgment.strength for judgment in votes[comparison.pk] if judgment.choice == winner]
-        chosen, rejected = (
-            (comparison.candidate_a, comparison.candidate_b) if winner == "a" else (comparison.candidate_b, comparison.candidate_a)
-        )
-        pair = PreferencePair(
-            prompt=_context_messages(comparison.conversation_id, comparison.context_length, turns_by_conversation),
-            chosen=chosen.text,
-            rejected=rejected.text,
-            margin=statistics.mean(strengths),
-        )
-        if held_out_split and comparison.pk % HELD_OUT_COMPARISON_MODULUS == 0:
+    for exported in preference_pairs_iter(filters=PreferenceFilters()):
+        pair = PreferencePair(prompt=exported.messages, chosen=exported.chosen, rejected=exported.rejected,
+                              margin=exported.margin)
+        if held_out_split and exported.comparison_id % HELD_OUT_COMPARISON_MODULUS == 0:
             held_out.append(pair)
         else:
             train.append(pair)
@@ -112,13 +75,15 @@ def preference_pairs(*, held_out_split: bool) -> tuple[list[PreferencePair], lis
 
 
 def demonstrations_for_sft() -> list[TrainingDemonstration]:
-    demonstrations = Demonstration.objects.select_related("conversation").order_by("id")
-    result = []
-    for demonstration in demonstrations:
-        turns = demonstration.conversation.turns.filter(index__lt=demonstration.context_length).order_by("index")
-        context = [{"role": turn.role, "content": turn.text} for turn in turns]
-        result.append(TrainingDemonstration(prompt=context, completion=demonstration.text))
-    return result
+    ordered_turns = Prefetch("conversation__turns", queryset=Turn.objects.order_by("index"))
+    demonstrations = Demonstration.objects.prefetch_related(ordered_turns).order_by("id")
+    return [
+        TrainingDemonstration(
+            prompt=messages_before(demonstration.conversation.turns.all(), demonstration.context_length),
+            completion=demonstration.text,
+        )
+        for demonstration in demonstrations
+    ]
 
 
 def round_judgment_count(*, training_round: TrainingRound) -> int:

@@ -36,6 +36,7 @@ from preference_app.core.models import (
     ModelVersion,
     TrainingRound,
 )
+from preference_app.core.selectors import messages_before, model_version_serving
 from preference_app.core.services import (
     InvalidInput,
     conversation_start_from_prompt,
@@ -221,7 +222,7 @@ def round_generate(*, round_id: int) -> bool:
 
     def work(training_round: TrainingRound) -> Finish:
         round_settings = round_settings_of(training_round)
-        serving = selectors.serving_policy() or model_version_base_ensure()
+        serving = model_version_serving() or model_version_base_ensure()
         prompts = selectors.prompts_for_generation(limit=round_settings.prompts_per_round)
         if not prompts:
             raise InvalidInput("There are no prompts to generate from; load or import some first.")
@@ -255,7 +256,7 @@ def round_generate(*, round_id: int) -> bool:
 
 def _pairing_for(round_settings: RoundSettings, seed: int):
     """Random disjoint pairs, or the serving reward model's best reply against its worst."""
-    reward_version = selectors.serving_reward_model()
+    reward_version = model_version_serving(kind=ModelVersion.Kind.REWARD)
     if round_settings.pairing != "best_vs_worst" or reward_version is None:
         return pair_at_random(seed)
     from training.checkpoints import load_reward_model
@@ -275,7 +276,7 @@ def _head_to_head(training_round, serving: ModelVersion, conversations, round_se
     """Pair a reply of the previous policy against one of the serving policy, for the leaderboard."""
     previous = serving.parent
     loaded = serving_model(previous.path)
-    contexts = [[{"role": "user", "content": conversation.turns.get(index=0).text}] for conversation in conversations]
+    contexts = [messages_before(conversation.turns.order_by("index"), 1) for conversation in conversations]
     sampling = GenerationConfig(candidates_per_context=1, max_new_tokens=round_settings.max_new_tokens,
                                 temperature=round_settings.temperature, seed=round_settings.seed + 7919)
     replies = generate_replies(loaded.model, loaded.tokenizer, contexts, sampling)
@@ -366,7 +367,7 @@ def round_train_reward(*, round_id: int) -> bool:
 
     def work(training_round: TrainingRound) -> Finish:
         round_settings = round_settings_of(training_round)
-        serving = selectors.serving_policy() or model_version_base_ensure()
+        serving = model_version_serving() or model_version_base_ensure()
         train_pairs, held_out_pairs = selectors.preference_pairs(held_out_split=True)
         if not train_pairs:
             raise InvalidInput("No usable judgments to train a reward model on (ties and both-bad are left out).")
@@ -403,7 +404,7 @@ def round_train_policy(*, round_id: int) -> bool:
 
     def work(training_round: TrainingRound) -> Finish:
         round_settings = round_settings_of(training_round)
-        serving = selectors.serving_policy() or model_version_base_ensure()
+        serving = model_version_serving() or model_version_base_ensure()
         base = selectors.base_policy(serving)
         pairs, _ = selectors.preference_pairs(held_out_split=False)
         demonstrations = selectors.demonstrations_for_sft()
