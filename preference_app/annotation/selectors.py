@@ -12,12 +12,18 @@ from django.utils import timezone
 
 from preference_app.annotation.models import Assignment
 from preference_app.core import roles
-from preference_app.core.models import Comparison, Conversation, GenerationBatch, Judgment
+from preference_app.core.models import Comparison, Conversation, GenerationBatch, Judgment, Turn
 
 # Comparisons of these sources are judged in the queue by anyone. Live-chat turns are judged by the
 # annotator who chatted, and an edit comparison is judged by its author when it is made.
 QUEUE_SOURCES = [Comparison.Source.GENERATED, Comparison.Source.IMPORTED]
-WAITING_COUNT_CAP = 1000
+# The waiting figure is counted on every page view, so counting stops here ("100+"): past it an
+# exact number tells an annotator nothing, and the count's cost grows with the number counted.
+WAITING_COUNT_CAP = 100
+# What the comparison page shows of a comparison, fetched in the same query as the comparison.
+SHOWN_RELATIONS = ("candidate_a", "candidate_b")
+# The same, read through an assignment.
+ASSIGNMENT_SHOWN_RELATIONS = tuple(f"comparison__{relation}" for relation in SHOWN_RELATIONS)
 
 
 def user_can_annotate(user) -> bool:
@@ -34,22 +40,19 @@ def _count_of(queryset: QuerySet) -> Coalesce:
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
-def comparisons_open_to(*, annotator, now: datetime) -> QuerySet[Comparison]:
-    """Comparisons this annotator could be given now, oldest round first.
+def _queue_unjudged_by(*, annotator) -> QuerySet[Comparison]:
+    """Queue comparisons short of their overlap target that this annotator has neither judged nor skipped.
 
-    A comparison is open while its judgments plus the unexpired leases others hold on it are fewer
-    than its overlap target, and this annotator has neither judged nor skipped it. Comparisons of a
-    live chat still in progress belong to the annotator chatting.
+    Comparisons of a live chat still in progress belong to the annotator chatting and are left out.
     """
-    mine = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
     judged_by_me = Judgment.objects.filter(comparison=OuterRef("pk"), annotator=annotator)
+    skipped_by_me = Assignment.objects.filter(
+        comparison=OuterRef("pk"), annotator=annotator, status=Assignment.Status.SKIPPED
+    )
     # A correlated NOT EXISTS on the primary key rather than a join: it costs one index probe per
     # comparison whatever the planner believes about the conversation table.
     chat_in_progress = Conversation.objects.filter(
         pk=OuterRef("conversation_id"), source=Conversation.Source.LIVE_CHAT, ended__isnull=True
-    )
-    leases = _count_of(
-        Assignment.objects.filter(comparison=OuterRef("pk"), status=Assignment.Status.OPEN, expires_at__gt=now)
     )
     return (
         # judgment_count < overlap_target first: the partial index comparison_still_open holds only
@@ -57,7 +60,21 @@ def comparisons_open_to(*, annotator, now: datetime) -> QuerySet[Comparison]:
         Comparison.objects.filter(judgment_count__lt=F("overlap_target"), source__in=QUEUE_SOURCES)
         .exclude(Exists(chat_in_progress))
         .exclude(Exists(judged_by_me))
-        .exclude(Exists(mine.filter(status=Assignment.Status.SKIPPED)))
+        .exclude(Exists(skipped_by_me))
+    )
+
+
+def comparisons_open_to(*, annotator, now: datetime) -> QuerySet[Comparison]:
+    """Comparisons this annotator could be given now, oldest round first.
+
+    A comparison is open while its judgments plus the unexpired leases others hold on it are fewer
+    than its overlap target, and this annotator has neither judged nor skipped it.
+    """
+    leases = _count_of(
+        Assignment.objects.filter(comparison=OuterRef("pk"), status=Assignment.Status.OPEN, expires_at__gt=now)
+    )
+    return (
+        _queue_unjudged_by(annotator=annotator)
         .alias(taken=F("judgment_count") + leases)
         .filter(overlap_target__gt=F("taken"))
         # Round ids grow with round numbers, so ordering by the column itself (not the joined
@@ -67,19 +84,30 @@ def comparisons_open_to(*, annotator, now: datetime) -> QuerySet[Comparison]:
     )
 
 
-def slots_taken(*, comparison: Comparison, now: datetime) -> int:
-    """Judgments plus unexpired leases of one comparison, counted afresh."""
-    judgments = Judgment.objects.filter(comparison=comparison).count()
-    leases = Assignment.objects.filter(
+def comparisons_waiting_for(*, annotator, limit: int) -> int:
+    """How many queue comparisons still wait for this annotator, counted up to `limit`.
+
+    Not yet judged or skipped by them and not the one they hold now. Leases other annotators hold
+    are not subtracted: the figure is shown on every page view, and counting each comparison's
+    leases made it the most expensive query of the page, for a number that is only a guide.
+    """
+    held_by_me = Assignment.objects.filter(
+        comparison=OuterRef("pk"), annotator=annotator, status=Assignment.Status.OPEN
+    )
+    return _queue_unjudged_by(annotator=annotator).exclude(Exists(held_by_me)).order_by()[:limit].count()
+
+
+def leases_held(*, comparison: Comparison, now: datetime) -> int:
+    """Unexpired leases on one comparison, counted afresh."""
+    return Assignment.objects.filter(
         comparison=comparison, status=Assignment.Status.OPEN, expires_at__gt=now
     ).count()
-    return judgments + leases
 
 
 def assignment_current(*, annotator, now: datetime) -> Assignment | None:
-    """The queue comparison this annotator holds an unexpired lease on, if any."""
+    """The queue comparison this annotator holds an unexpired lease on, if any, with its candidates."""
     return (
-        Assignment.objects.select_related("comparison")
+        Assignment.objects.select_related(*ASSIGNMENT_SHOWN_RELATIONS)
         .filter(
             annotator=annotator,
             status=Assignment.Status.OPEN,
@@ -115,9 +143,7 @@ def annotator_progress(*, annotator, now: datetime | None = None) -> Progress:
     return Progress(
         judged_today=counts["today"],
         judged_total=counts["total"],
-        # Counting stops at the cap: an exact figure past it tells an annotator nothing, and each
-        # page view would otherwise count every open comparison in the database.
-        waiting=comparisons_open_to(annotator=annotator, now=now)[:WAITING_COUNT_CAP].count(),
+        waiting=comparisons_waiting_for(annotator=annotator, limit=WAITING_COUNT_CAP),
     )
 
 
@@ -133,11 +159,16 @@ class ShownPair:
 
 
 def shown_pair(*, assignment: Assignment) -> ShownPair:
-    comparison = (
-        Comparison.objects.select_related("candidate_a", "candidate_b", "conversation")
-        .get(pk=assignment.comparison_id)
+    """The assignment's comparison as its annotator sees it.
+
+    The candidates come with the assignment when it was read with ASSIGNMENT_SHOWN_RELATIONS (the
+    queue does), so the page then costs one more query, for the context turns.
+    """
+    comparison = assignment.comparison
+    context = list(
+        Turn.objects.filter(conversation_id=comparison.conversation_id, index__lt=comparison.context_length)
+        .order_by("index")
     )
-    context = list(comparison.conversation.turns.filter(index__lt=comparison.context_length).order_by("index"))
     a, b = comparison.candidate_a, comparison.candidate_b
     left, right = (a, b) if assignment.left_candidate == Judgment.Side.A else (b, a)
     return ShownPair(assignment=assignment, comparison=comparison, context=context, left=left, right=right)

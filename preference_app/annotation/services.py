@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from preference_app.annotation import selectors
@@ -73,18 +73,26 @@ def preference_to_choice(*, preference: str, left_candidate: str) -> tuple[str, 
 
 def _lease(*, annotator, comparison: Comparison, now: datetime) -> Assignment:
     """Open (or reopen, after expiry) this annotator's assignment to the comparison."""
-    assignment, _ = Assignment.objects.update_or_create(
-        comparison=comparison,
-        annotator=annotator,
-        defaults={"status": Assignment.Status.OPEN, "served_at": now, "expires_at": now + LEASE_DURATION},
-        # Left or right is drawn once per annotator and comparison, so a reload shows the same layout.
-        create_defaults={
-            "status": Assignment.Status.OPEN,
-            "served_at": now,
-            "expires_at": now + LEASE_DURATION,
-            "left_candidate": random.choice(Judgment.Side.values),
-        },
-    )
+    expires_at = now + LEASE_DURATION
+    try:
+        # Nearly every lease is a first one, so the insert is tried first: one statement instead
+        # of update_or_create's lookup, insert and their savepoints.
+        with transaction.atomic():
+            assignment = Assignment.objects.create(
+                comparison=comparison,
+                annotator=annotator,
+                status=Assignment.Status.OPEN,
+                served_at=now,
+                expires_at=expires_at,
+                # Left or right is drawn once per annotator and comparison, so a reload shows the same layout.
+                left_candidate=random.choice(Judgment.Side.values),
+            )
+    except IntegrityError:
+        # A lease that expired, or one this annotator's other tab took a moment ago: reopen it as it was drawn.
+        assignment = Assignment.objects.select_for_update().get(comparison=comparison, annotator=annotator)
+        assignment.status, assignment.served_at, assignment.expires_at = Assignment.Status.OPEN, now, expires_at
+        assignment.save(update_fields=["status", "served_at", "expires_at"])
+    assignment.comparison = comparison  # Keeps the candidates the caller fetched with it.
     return assignment
 
 
@@ -106,22 +114,23 @@ def assignment_next(*, annotator, now: datetime | None = None) -> Assignment | N
         with transaction.atomic():
             comparison = (
                 selectors.comparisons_open_to(annotator=annotator, now=now)
+                .select_related(*selectors.SHOWN_RELATIONS)
                 .select_for_update(skip_locked=True, of=("self",))
                 .first()
             )
             if comparison is None:
                 return None
-            if selectors.slots_taken(comparison=comparison, now=now) >= comparison.overlap_target:
+            # The lock returns the row's latest committed judgment_count, so only leases need counting.
+            taken = comparison.judgment_count + selectors.leases_held(comparison=comparison, now=now)
+            if taken >= comparison.overlap_target:
                 continue
-            # update_or_create itself absorbs the unique-constraint race with this annotator's
-            # other request (a second tab) that leased the same comparison a moment ago.
             return _lease(annotator=annotator, comparison=comparison, now=now)
     return None
 
 
 def _assignment_for(*, annotator, comparison_id: int, sources: list[str]) -> Assignment:
     assignment = (
-        Assignment.objects.select_related("comparison")
+        Assignment.objects.select_related(*selectors.ASSIGNMENT_SHOWN_RELATIONS)
         .filter(annotator=annotator, comparison_id=comparison_id, comparison__source__in=sources)
         .first()
     )
@@ -282,7 +291,11 @@ def chat_state(*, annotator, conversation: Conversation, now: datetime | None = 
         annotator=annotator, conversation=conversation, context_length=len(turns)
     )
     if pending is not None:
-        assignment = Assignment.objects.filter(comparison=pending, annotator=annotator).first()
+        assignment = (
+            Assignment.objects.select_related(*selectors.ASSIGNMENT_SHOWN_RELATIONS)
+            .filter(comparison=pending, annotator=annotator)
+            .first()
+        )
         if assignment is None:
             with transaction.atomic():
                 assignment, _ = Assignment.objects.get_or_create(

@@ -1,11 +1,13 @@
 """The comparison page, its judgment and skip posts, with and without htmx."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from preference_app.annotation.models import Assignment
 from preference_app.core import roles
-from preference_app.core.models import Judgment
+from preference_app.core.models import Conversation, Judgment
 from tests.annotation.conftest import make_comparison
 from tests.conftest import make_user
 
@@ -138,3 +140,18 @@ def test_the_guidelines_are_linked_from_every_page(client, client_of, annotator,
 def test_htmx_comes_from_the_bundled_script(client_of, annotator):
     html = client_of(annotator).get(PAGE).content.decode()
     assert "django_htmx/htmx-2.min.js" in html and "unpkg" not in html
+
+
+def test_the_page_costs_as_many_queries_for_a_long_conversation_as_for_a_short_one(client_of, db):
+    long_chat = Conversation.objects.create(source=Conversation.Source.PROMPT)
+    for index in range(7):
+        long_chat.turns.create(index=index, role="user" if index % 2 == 0 else "assistant", text=f"Turn {index}.")
+    queries = []
+    for number, conversation in enumerate([None, long_chat]):
+        make_comparison(conversation=conversation)
+        client = client_of(make_user(f"reader{number}", roles.ANNOTATOR))
+        with CaptureQueriesContext(connection) as captured:
+            html = client.get(PAGE, **HTMX).content.decode()
+        queries.append(len(captured))
+        assert "Turn 6." in html if conversation else "Turn 6." not in html
+    assert queries[0] == queries[1]

@@ -21,8 +21,14 @@ RTOL = 1e-5
 MAX_LENGTH = 64  # The multi-turn pair (53 prompt tokens, 19-token rejected reply) is cut to fit.
 
 
-def _close(ours: float, theirs: float) -> bool:
-    return abs(ours - theirs) <= RTOL * abs(theirs) + 1e-7
+def _close(ours: float, theirs: float, *, scale: float | None = None) -> bool:
+    """Equal to RTOL relative to `scale`, by default the value itself.
+
+    A DPO reward is beta * (log pi - log ref), a difference of two summed log-probs: float32 rounds
+    each sum relative to the sum, so the reward's tolerance is relative to the sums (pass them as
+    `scale`), not to their much smaller difference, which otherwise depends on the CPU's kernels.
+    """
+    return abs(ours - theirs) <= RTOL * (abs(theirs) if scale is None else scale) + 1e-7
 
 
 def _trl_dpo_trainer(policy_dir, reference_dir, tokenizer, pairs, tmp_path, **overrides):
@@ -54,7 +60,7 @@ def _trl_dpo_numbers(trainer, rows) -> dict[str, float]:
     return {"loss": loss, **metrics}
 
 
-def _our_dpo_numbers(policy, reference, encoded, *, beta, label_smoothing=0.0) -> dict[str, float]:
+def _our_dpo_numbers(policy, reference, encoded, *, beta, label_smoothing=0.0) -> tuple[dict[str, float], dict[str, float]]:
     packed = pack_pairs(encoded, pad_token_id=2)
     sums, _ = sequence_log_probs(policy, packed)
     chosen, rejected = sums.chunk(2)
@@ -62,7 +68,12 @@ def _our_dpo_numbers(policy, reference, encoded, *, beta, label_smoothing=0.0) -
     result = dpo_sigmoid_loss(
         chosen, rejected, reference_chosen, reference_rejected, beta=beta, label_smoothing=label_smoothing
     )
-    return {
+    # What each reward is computed from (see _close): beta * (|log pi| + |log ref|), per pair.
+    scale = {
+        "rewards/chosen": (beta * (chosen.abs() + reference_chosen.abs())).mean().item(),
+        "rewards/rejected": (beta * (rejected.abs() + reference_rejected.abs())).mean().item(),
+    }
+    numbers = {
         "loss": result.loss.item(),
         "rewards/chosen": result.chosen_rewards.mean().item(),
         "rewards/rejected": result.rejected_rewards.mean().item(),
@@ -71,6 +82,7 @@ def _our_dpo_numbers(policy, reference, encoded, *, beta, label_smoothing=0.0) -
         "logps/chosen": chosen.mean().item(),
         "logps/rejected": rejected.mean().item(),
     }
+    return numbers, scale
 
 
 def test_encoding_matches_trl_dpo_tokenization_and_truncation(sharp_policy_dir, sharp_reference_dir, tokenizer, pairs, tmp_path):
@@ -93,17 +105,17 @@ def test_dpo_loss_matches_trl_dpo_trainer(sharp_policy_dir, sharp_reference_dir,
     reference = AutoModelForCausalLM.from_pretrained(sharp_reference_dir, dtype=torch.float32)
 
     theirs = _trl_dpo_numbers(trainer, rows)
-    ours = _our_dpo_numbers(policy, reference, encoded, beta=beta)
+    ours, scale = _our_dpo_numbers(policy, reference, encoded, beta=beta)
     assert 0 < theirs["rewards/accuracies"] < 1  # The batch is not degenerate.
     for name, value in ours.items():
-        assert _close(value, theirs[name]), (name, value, theirs[name])
+        assert _close(value, theirs[name], scale=scale.get(name)), (name, value, theirs[name])
 
     # Pair by pair too, so a mean cannot hide two errors that cancel.
     for index, row in enumerate(rows):
         theirs = _trl_dpo_numbers(trainer, [row])
-        ours = _our_dpo_numbers(policy, reference, encoded[index : index + 1], beta=beta)
+        ours, scale = _our_dpo_numbers(policy, reference, encoded[index : index + 1], beta=beta)
         for name in ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies"):
-            assert _close(ours[name], theirs[name]), (index, name, ours[name], theirs[name])
+            assert _close(ours[name], theirs[name], scale=scale.get(name)), (index, name, ours[name], theirs[name])
 
 
 def test_dpo_label_smoothing_is_the_cdpo_form_trl_uses_in_its_aot_loss(
@@ -121,7 +133,7 @@ def test_dpo_label_smoothing_is_the_cdpo_form_trl_uses_in_its_aot_loss(
     reference = AutoModelForCausalLM.from_pretrained(sharp_reference_dir, dtype=torch.float32)
     for index in range(len(pairs)):
         theirs = _trl_dpo_numbers(trainer, [trainer.train_dataset[index]])
-        ours = _our_dpo_numbers(policy, reference, encoded[index : index + 1], beta=0.1, label_smoothing=smoothing)
+        ours, _ = _our_dpo_numbers(policy, reference, encoded[index : index + 1], beta=0.1, label_smoothing=smoothing)
         assert _close(ours["loss"], theirs["loss"]), (index, ours["loss"], theirs["loss"])
 
 
