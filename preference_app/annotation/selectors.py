@@ -123,7 +123,7 @@ def assignment_current(*, annotator, now: datetime) -> Assignment | None:
 class Progress:
     judged_today: int
     judged_total: int
-    waiting: int  # Comparisons still open to this annotator, counted up to WAITING_COUNT_CAP.
+    waiting: int  # See comparisons_waiting_for; counted up to WAITING_COUNT_CAP.
 
     @property
     def waiting_label(self) -> str:
