@@ -64,15 +64,18 @@ def _queue_unjudged_by(*, annotator) -> QuerySet[Comparison]:
     )
 
 
+def _unexpired_leases(now: datetime) -> QuerySet[Assignment]:
+    """Assignments still reserving their comparison at `now`."""
+    return Assignment.objects.filter(status=Assignment.Status.OPEN, expires_at__gt=now)
+
+
 def comparisons_open_to(*, annotator, now: datetime) -> QuerySet[Comparison]:
     """Comparisons this annotator could be given now, oldest round first.
 
     A comparison is open while its judgments plus the unexpired leases others hold on it are fewer
     than its overlap target, and this annotator has neither judged nor skipped it.
     """
-    leases = _count_of(
-        Assignment.objects.filter(comparison=OuterRef("pk"), status=Assignment.Status.OPEN, expires_at__gt=now)
-    )
+    leases = _count_of(_unexpired_leases(now).filter(comparison=OuterRef("pk")))
     return (
         _queue_unjudged_by(annotator=annotator)
         .alias(taken=F("judgment_count") + leases)
@@ -99,21 +102,15 @@ def comparisons_waiting_for(*, annotator, limit: int) -> int:
 
 def leases_held(*, comparison: Comparison, now: datetime) -> int:
     """Unexpired leases on one comparison, counted afresh."""
-    return Assignment.objects.filter(
-        comparison=comparison, status=Assignment.Status.OPEN, expires_at__gt=now
-    ).count()
+    return _unexpired_leases(now).filter(comparison=comparison).count()
 
 
 def assignment_current(*, annotator, now: datetime) -> Assignment | None:
     """The queue comparison this annotator holds an unexpired lease on, if any, with its candidates."""
     return (
-        Assignment.objects.select_related(*ASSIGNMENT_SHOWN_RELATIONS)
-        .filter(
-            annotator=annotator,
-            status=Assignment.Status.OPEN,
-            expires_at__gt=now,
-            comparison__source__in=QUEUE_SOURCES,
-        )
+        _unexpired_leases(now)
+        .select_related(*ASSIGNMENT_SHOWN_RELATIONS)
+        .filter(annotator=annotator, comparison__source__in=QUEUE_SOURCES)
         .order_by("-served_at")
         .first()
     )
@@ -192,7 +189,8 @@ def chats_recent(*, annotator, limit: int = 20) -> list[Conversation]:
 def chat_pending_comparison(*, annotator, conversation: Conversation, context_length: int) -> Comparison | None:
     """The newest comparison at the conversation's current position this annotator has not judged."""
     return (
-        Comparison.objects.filter(conversation=conversation, context_length=context_length)
+        Comparison.objects.select_related(*SHOWN_RELATIONS)
+        .filter(conversation=conversation, context_length=context_length)
         .exclude(source=Comparison.Source.EDIT)
         .exclude(judgments__annotator=annotator)
         .order_by("-id")

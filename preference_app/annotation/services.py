@@ -291,11 +291,7 @@ def chat_state(*, annotator, conversation: Conversation, now: datetime | None = 
         annotator=annotator, conversation=conversation, context_length=len(turns)
     )
     if pending is not None:
-        assignment = (
-            Assignment.objects.select_related(*selectors.ASSIGNMENT_SHOWN_RELATIONS)
-            .filter(comparison=pending, annotator=annotator)
-            .first()
-        )
+        assignment = Assignment.objects.filter(comparison=pending, annotator=annotator).first()
         if assignment is None:
             with transaction.atomic():
                 assignment, _ = Assignment.objects.get_or_create(
@@ -309,6 +305,7 @@ def chat_state(*, annotator, conversation: Conversation, now: datetime | None = 
                         "expires_at": now + timedelta(days=30),
                     },
                 )
+        assignment.comparison = pending  # Fetched with its candidates, which the page shows.
         pair = selectors.shown_pair(assignment=assignment)
         return ChatState(conversation=conversation, turns=turns, phase=ChatState.JUDGING, pair=pair)
     batch = selectors.chat_latest_batch(conversation=conversation)

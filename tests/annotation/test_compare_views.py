@@ -153,5 +153,5 @@ def test_the_page_costs_as_many_queries_for_a_long_conversation_as_for_a_short_o
         with CaptureQueriesContext(connection) as captured:
             html = client.get(PAGE, **HTMX).content.decode()
         queries.append(len(captured))
-        assert "Turn 6." in html if conversation else "Turn 6." not in html
+        assert ("Turn 6." in html) == (conversation is not None)
     assert queries[0] == queries[1]
