@@ -128,6 +128,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The model backend, reading the annotating role with the user (see core/auth.py).
+AUTHENTICATION_BACKENDS = ["preference_app.core.auth.SessionUserBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -221,11 +223,22 @@ if ROUND_STALL_SECONDS < 3 * ROUND_HEARTBEAT_SECONDS:
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024)
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 200 * 1024 * 1024)
 
-# The cache holds the login limiter's counts; with Redis they are shared by every web process,
-# without it each process counts on its own, which still slows a guesser down.
-if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                          "KEY_PREFIX": "preference_app"}}
+# The default cache holds the login limiter's counts; with Redis they are shared by every web
+# process, without it each process counts on its own, which still slows a guesser down. The
+# "process" cache holds figures each process may remember for itself, so reading them costs no
+# round trip and an outage of Redis cannot take the annotation pages down with it.
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "preference_app",
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "default"}
+    ),
+    "process": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "process"},
+}
 
 # Failed sign-ins allowed per client address and user name before the login form refuses for a while.
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
+from django.core.cache import caches
 from django.db import connection
 
 from preference_app.core import roles
@@ -25,6 +26,14 @@ TEST_OUTPUT = REPO_ROOT / "test-output"
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "tiny-policy", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def process_cache_cleared():
+    """Forget what the web process remembered: tests reuse user ids, and one test's figures are not another's."""
+    caches["process"].clear()
+    yield
+    caches["process"].clear()
 
 
 def make_user(username: str, role: str | None, **extra):

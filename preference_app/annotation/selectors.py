@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, time
 
+from django.core.cache import caches
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
@@ -20,6 +21,10 @@ QUEUE_SOURCES = [Comparison.Source.GENERATED, Comparison.Source.IMPORTED]
 # The waiting figure is counted on every page view, so counting stops here ("100+"): past it an
 # exact number tells an annotator nothing, and the count's cost grows with the number counted.
 WAITING_COUNT_CAP = 100
+# A count that reached the cap is remembered this long per annotator and web process, and the page
+# says "100+" meanwhile without counting: a queue that deep does not empty between two judgments,
+# and the count was the costliest query of every page view. Short queues are counted every time.
+WAITING_AT_CAP_REMEMBERED_SECONDS = 60
 # What the comparison page shows of a comparison, fetched in the same query as the comparison.
 SHOWN_RELATIONS = ("candidate_a", "candidate_b")
 # The same, read through an assignment.
@@ -31,7 +36,11 @@ def user_can_annotate(user) -> bool:
         return False
     if user.is_superuser:
         return True
-    return user.groups.filter(name__in=[roles.ANNOTATOR, roles.ADMIN]).exists()
+    held = getattr(user, "holds_annotating_role", None)
+    if held is None:
+        # Loaded some other way than by the session backend (core.auth), which reads the role with the user.
+        held = user.groups.filter(name__in=roles.ANNOTATING_ROLES).exists()
+    return held
 
 
 def _count_of(queryset: QuerySet) -> Coalesce:
@@ -120,7 +129,7 @@ def assignment_current(*, annotator, now: datetime) -> Assignment | None:
 class Progress:
     judged_today: int
     judged_total: int
-    waiting: int  # See comparisons_waiting_for; counted up to WAITING_COUNT_CAP.
+    waiting: int  # See comparisons_waiting_for and _waiting_shown_to; at most WAITING_COUNT_CAP.
 
     @property
     def waiting_label(self) -> str:
@@ -137,11 +146,19 @@ def annotator_progress(*, annotator, now: datetime | None = None) -> Progress:
         .exclude(comparison__source=Comparison.Source.EDIT)
         .aggregate(total=Count("id"), today=Count("id", filter=Q(created__gte=midnight)))
     )
-    return Progress(
-        judged_today=counts["today"],
-        judged_total=counts["total"],
-        waiting=comparisons_waiting_for(annotator=annotator, limit=WAITING_COUNT_CAP),
-    )
+    return Progress(judged_today=counts["today"], judged_total=counts["total"], waiting=_waiting_shown_to(annotator))
+
+
+def _waiting_shown_to(annotator) -> int:
+    """The waiting figure for the page: counted, unless a recent count already reached the cap."""
+    remembered = caches["process"]
+    key = f"annotation:waiting-at-cap:{annotator.pk}"
+    if remembered.get(key):
+        return WAITING_COUNT_CAP
+    waiting = comparisons_waiting_for(annotator=annotator, limit=WAITING_COUNT_CAP)
+    if waiting >= WAITING_COUNT_CAP:
+        remembered.set(key, True, WAITING_AT_CAP_REMEMBERED_SECONDS)
+    return waiting
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,16 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            # The queue leaves out comparisons of live chats still in progress on every lease and
+            # page view. This index holds only those few chats, so the check costs the same however
+            # many finished conversations accumulate (without it, a scan of the whole table).
+            models.Index(
+                fields=["id"],
+                condition=Q(source="live_chat", ended__isnull=True),
+                name="conversation_chat_in_progress",
+            )
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(overall_rating__isnull=True) | Q(overall_rating__gte=1, overall_rating__lte=4),

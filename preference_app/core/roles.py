@@ -9,6 +9,8 @@ from __future__ import annotations
 ANNOTATOR = "annotator"
 RESEARCHER = "researcher"
 ADMIN = "admin"
+# Admins may judge comparisons too, to try the interface and to annotate themselves.
+ANNOTATING_ROLES = (ANNOTATOR, ADMIN)
 
 _READ_CORE = [
     "view_prompt",

@@ -1,8 +1,11 @@
 """`annotator_progress`: judged today, judged in total and still waiting, as the comparison page shows them."""
 
+from django.core.cache import caches
+
 from preference_app.annotation.selectors import WAITING_COUNT_CAP, annotator_progress
 from preference_app.annotation.services import assignment_judge, assignment_next, assignment_skip
 from preference_app.core import roles
+from preference_app.core.models import Comparison
 from tests.annotation.conftest import make_comparison
 from tests.conftest import make_user
 
@@ -42,3 +45,19 @@ def test_waiting_stops_counting_at_the_cap_and_says_so(annotator, db):
     progress = annotator_progress(annotator=annotator)
     assert progress.waiting == WAITING_COUNT_CAP
     assert progress.waiting_label == f"{WAITING_COUNT_CAP}+"
+
+
+def test_a_count_at_the_cap_is_remembered_and_a_short_queue_is_counted_afresh(annotator, db):
+    for _ in range(WAITING_COUNT_CAP + 1):
+        make_comparison(overlap_target=1)
+    assert annotator_progress(annotator=annotator).waiting == WAITING_COUNT_CAP
+
+    # Others finish all but three comparisons; while the count at the cap is remembered the page
+    # still says "100+", and once it is forgotten the short queue is counted exactly, every time.
+    finished = Comparison.objects.order_by("id").values_list("id", flat=True)[: WAITING_COUNT_CAP - 2]
+    Comparison.objects.filter(id__in=list(finished)).update(judgment_count=1)
+    assert annotator_progress(annotator=annotator).waiting_label == f"{WAITING_COUNT_CAP}+"
+    caches["process"].clear()
+    assert annotator_progress(annotator=annotator).waiting == 3
+    assignment_next(annotator=annotator)
+    assert annotator_progress(annotator=annotator).waiting == 2
