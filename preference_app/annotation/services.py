@@ -143,9 +143,12 @@ def assignment_next(*, annotator, now: datetime | None = None) -> Assignment | N
     return None
 
 
-def _assignment_for(*, annotator, comparison_id: int, sources: list[str]) -> Assignment:
+def _assignment_for(
+    *, annotator, comparison_id: int, sources: list[str], relations: tuple[str, ...] = ("comparison",)
+) -> Assignment:
+    """This annotator's assignment to the comparison, with `relations` fetched in the same query."""
     assignment = (
-        Assignment.objects.select_related(*selectors.ASSIGNMENT_SHOWN_RELATIONS)
+        Assignment.objects.select_related(*relations)
         .filter(annotator=annotator, comparison_id=comparison_id, comparison__source__in=sources)
         .first()
     )
@@ -414,7 +417,10 @@ def chat_judge(
         if conversation.ended:
             raise InvalidInput("This conversation has ended.")
         assignment = _assignment_for(
-            annotator=annotator, comparison_id=comparison_id, sources=[Comparison.Source.LIVE_CHAT]
+            annotator=annotator,
+            comparison_id=comparison_id,
+            sources=[Comparison.Source.LIVE_CHAT],
+            relations=selectors.ASSIGNMENT_SHOWN_RELATIONS,  # The pair is shown again, edits checked against it.
         )
         if assignment.comparison.conversation_id != conversation.pk:
             raise InvalidInput("That comparison belongs to another conversation.")
