@@ -32,8 +32,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def process_cache_cleared():
     """Forget what the web process remembered: tests reuse user ids, and one test's figures are not another's."""
     caches["process"].clear()
-    yield
-    caches["process"].clear()
 
 
 def make_user(username: str, role: str | None, **extra):
