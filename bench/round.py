@@ -5,7 +5,9 @@
 The round runs the same services the Celery tasks call, one after the other in this process, on a
 fresh SQLite database in a temporary directory (the demo's data is not touched). Simulated
 annotators judge the round's comparisons (prompts x K/2, 64 by default) by a fixed rule, shorter
-replies (in characters) preferred, so the timings cover generation, collection, reward model, DPO and evaluation.
+replies (in characters) preferred, so the timings cover generation, collection, reward model, DPO and evaluation
+on the frozen evaluation prompts (--evaluation-prompts of them); the same rule then judges the blind
+head-to-heads, which gives the people's verdict.
 Requires `python manage.py prepare_model` to have been run.
 """
 
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--evaluation-prompts", type=int, default=50)
     args = parser.parse_args()
 
     model_dir = REPO_ROOT / "var" / "models" / "SmolLM2-135M-Instruct"
@@ -60,6 +63,7 @@ def main() -> None:
         "prompts_per_round": args.prompts, "candidates_per_prompt": args.k, "max_new_tokens": args.max_new_tokens,
         "judgment_target": args.prompts * (args.k // 2), "batch_size": args.batch_size, "max_length": args.max_length,
         "eval_max_new_tokens": args.max_new_tokens, "head_to_head": False,
+        "evaluation_prompts": args.evaluation_prompts, "verdict_judgments": args.evaluation_prompts,
     }
     print(f"SmolLM2-135M-Instruct, device={args.device}, prompts={args.prompts}, K={args.k}, "
           f"max_new_tokens={args.max_new_tokens}, max_length={args.max_length}, batch_size={args.batch_size}")
@@ -76,7 +80,7 @@ def main() -> None:
     timed("1. generate candidates", lambda: services.round_generate(round_id=training_round.pk))
     comparisons = list(Comparison.objects.filter(training_round=training_round).select_related("candidate_a", "candidate_b"))
 
-    def judge_all():
+    def judge_all(comparisons):
         for comparison in comparisons:
             # Characters rather than tokens: most SmolLM2 replies stop at the token cap, so token
             # counts would tie where character counts still differ.
@@ -85,15 +89,18 @@ def main() -> None:
             judgment_submit(annotator=annotator, comparison=comparison, choice=choice,
                             strength=None if choice == "tie" else 2, left_candidate="a")
 
-    timed(f"   judge {len(comparisons)} comparisons (simulated)", judge_all)
+    timed(f"   judge {len(comparisons)} comparisons (simulated)", lambda: judge_all(comparisons))
     timed("2. train reward model", lambda: services.round_train_reward(round_id=training_round.pk))
     timed("3. train policy (DPO)", lambda: services.round_train_policy(round_id=training_round.pk))
-    timed("   evaluate", lambda: services.round_evaluate(round_id=training_round.pk))
+    timed(f"   evaluate on {args.evaluation_prompts} evaluation prompts", lambda: services.round_evaluate(round_id=training_round.pk))
+    head_to_heads = list(Comparison.objects.filter(training_round=training_round, source="verdict")
+                         .select_related("candidate_a", "candidate_b"))
+    timed(f"   judge {len(head_to_heads)} head-to-heads (simulated)", lambda: judge_all(head_to_heads))
     finished = TrainingRound.objects.get(pk=training_round.pk)
     print(f"  {'total':<34} {sum(seconds for _, seconds in timings):8.1f} s")
     print(f"status={finished.status} comparisons={len(comparisons)}")
-    for key in ("reward_held_out_accuracy", "dpo_reward_accuracy", "win_rate_vs_previous", "kl_to_reference",
-                "mean_length_new"):
+    for key in ("reward_held_out_accuracy", "dpo_reward_accuracy", "reward_model_win_rate", "human_win_rate",
+                "human_win_rate_low", "promoted", "kl_k1", "kl_k3", "kl_k3_stderr", "mean_length_new", "eos_rate_new"):
         print(f"  {key} = {finished.metrics.get(key)}")
 
 

@@ -29,9 +29,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def process_cache_cleared():
-    """Forget what the web process remembered: tests reuse user ids, and one test's figures are not another's."""
+def caches_cleared():
+    """Forget what the web process remembered: tests reuse user ids, and one test's figures are not another's.
+
+    Both caches are local memory under tests/settings.py. The default one holds leaderboards keyed on
+    judgment counts and ids, which a rolled-back test hands on to the next: without clearing, a test
+    could be shown another test's board.
+    """
     caches["process"].clear()
+    caches["default"].clear()
 
 
 def make_user(username: str, role: str | None, **extra):

@@ -174,11 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device")
     generate.set_defaults(run=command_generate)
 
-    evaluate = commands.add_parser("evaluate", help="win rate, KL, length and EOS rate of a policy")
+    evaluate = commands.add_parser("evaluate", help="win rate, KL to the reference (k1, k3), length and EOS rate of a policy")
     evaluate.add_argument("--policy", required=True)
     evaluate.add_argument("--baseline", required=True)
     evaluate.add_argument("--reward", required=True)
-    evaluate.add_argument("--reference")
+    evaluate.add_argument("--reference", help="reference policy to estimate KL(policy || reference) against")
     evaluate.add_argument("--contexts", type=Path, required=True)
     evaluate.add_argument("--max-new-tokens", type=int, default=128)
     evaluate.add_argument("--temperature", type=float, default=1.0)

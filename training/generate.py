@@ -2,6 +2,8 @@
 
 All contexts of a call, each repeated K times, go through `model.generate` together with left
 padding (so every row's next token sits at the same position) and stop at the tokenizer's EOS.
+Each reply keeps the token ids that were sampled, so log pi(y|x) can later be computed on exactly
+those ids (see training.evaluate) rather than on its text re-encoded.
 """
 
 from __future__ import annotations
@@ -35,16 +37,24 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class GeneratedReply:
-    text: str
-    token_count: int
-    finished_with_eos: bool
+    text: str  # The reply decoded without special tokens and stripped, as shown to annotators.
+    token_count: int  # Tokens of the reply, not counting the EOS that ended it.
+    finished_with_eos: bool  # False when the reply was cut at max_new_tokens.
     seconds: float  # This reply's share of its batch's wall time.
+    # The ids the model sampled, in order, ending with the EOS id when it ended with EOS (that token
+    # was sampled too and its probability is part of log pi(y|x)); never any padding after it.
+    # Empty only for replies built by hand rather than sampled.
+    token_ids: tuple[int, ...] = ()
 
 
 def encode_contexts(
     tokenizer: PreTrainedTokenizerBase, contexts: list[list[Message]], max_context_tokens: int
 ) -> list[list[int]]:
-    """Render each context through the chat template with the assistant turn opened."""
+    """The prompt ids `generate_replies` samples after: each context rendered through the chat
+    template with the assistant turn opened, keeping only its last `max_context_tokens` ids.
+
+    A reply's `token_ids` continue exactly these ids (with the same `max_context_tokens`).
+    """
     encoded = []
     for messages in contexts:
         ids = tokenizer.apply_chat_template(
@@ -114,14 +124,18 @@ def _generate_batch(
     completions = output[:, width:].cpu()  # (B, new tokens)
     replies = []
     for row in completions.tolist():
+        # Rows that finished early are filled with padding after their EOS (whose id may equal
+        # the pad id), so the reply is everything up to and including its first EOS.
         finished = tokenizer.eos_token_id in row
-        tokens = row[: row.index(tokenizer.eos_token_id)] if finished else row
+        sampled = row[: row.index(tokenizer.eos_token_id) + 1] if finished else row
+        tokens = sampled[:-1] if finished else sampled
         replies.append(
             GeneratedReply(
                 text=tokenizer.decode(tokens, skip_special_tokens=True).strip(),
                 token_count=len(tokens),
                 finished_with_eos=finished,
                 seconds=seconds,
+                token_ids=tuple(sampled),
             )
         )
     return replies

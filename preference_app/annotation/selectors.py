@@ -17,7 +17,7 @@ from preference_app.core.models import Comparison, Conversation, GenerationBatch
 
 # Comparisons of these sources are judged in the queue by anyone. Live-chat turns are judged by the
 # annotator who chatted, and an edit comparison is judged by its author when it is made.
-QUEUE_SOURCES = [Comparison.Source.GENERATED, Comparison.Source.IMPORTED]
+QUEUE_SOURCES = [Comparison.Source.GENERATED, Comparison.Source.IMPORTED, Comparison.Source.VERDICT]
 # The waiting figure is counted on every page view, so counting stops here ("100+"): past it an
 # exact number tells an annotator nothing, and the count's cost grows with the number counted.
 WAITING_COUNT_CAP = 100

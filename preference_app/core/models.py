@@ -34,6 +34,36 @@ class Prompt(models.Model):
         return self.text[:80]
 
 
+class EvaluationSet(models.Model):
+    """A frozen, versioned list of prompts that policies are judged on and never trained on.
+
+    Its texts are stored in the row itself, so later edits or deletions of Prompt rows cannot change
+    what a round was evaluated on; `content_sha256` identifies the exact list and is recorded on
+    every round that used it. No row is ever updated after it is created: a different list is a new
+    version, and the prompts of every version stay out of training for good.
+    """
+
+    name = models.CharField(max_length=120)
+    version = models.PositiveIntegerField(unique=True)
+    prompts = models.JSONField()  # The prompt texts, in order.
+    prompt_sha256s = models.JSONField()  # SHA-256 of each text, as Prompt.text_sha256 computes it.
+    content_sha256 = models.CharField(max_length=64, unique=True)  # Of the canonical JSON of `prompts`.
+    is_active = models.BooleanField(default=False)  # The set new rounds are evaluated on.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_evaluation_set")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version} ({len(self.prompts)} prompts, {self.content_sha256[:12]})"
+
+
 class Conversation(models.Model):
     """A multi-turn context. Comparisons sit at a turn of it: the turns before that are their context."""
 
@@ -41,6 +71,7 @@ class Conversation(models.Model):
         PROMPT = "prompt", "From a prompt"
         LIVE_CHAT = "live_chat", "Live chat"
         IMPORTED = "imported", "Imported"
+        EVALUATION = "evaluation", "From the frozen evaluation set"
 
     prompt = models.ForeignKey(Prompt, null=True, blank=True, on_delete=models.PROTECT, related_name="conversations")
     source = models.CharField(max_length=16, choices=Source.choices)
@@ -103,6 +134,7 @@ class TrainingRound(models.Model):
         TRAINING_REWARD = "training_reward", "Training the reward model"
         TRAINING_POLICY = "training_policy", "Training the policy"
         EVALUATING = "evaluating", "Evaluating"
+        AWAITING_VERDICT = "awaiting_verdict", "Awaiting the human verdict"
         COMPLETED = "completed", "Completed"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
@@ -120,6 +152,10 @@ class TrainingRound(models.Model):
     step_claimed = models.DateTimeField(null=True, blank=True)
     started_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The frozen prompts this round's policy is judged on; its hash is also kept in `metrics`.
+    evaluation_set = models.ForeignKey(
+        EvaluationSet, null=True, blank=True, on_delete=models.PROTECT, related_name="training_rounds"
     )
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
@@ -202,6 +238,10 @@ class Comparison(models.Model):
         LIVE_CHAT = "live_chat", "Live chat"
         EDIT = "edit", "Annotator edit vs original"
         IMPORTED = "imported", "Imported"
+        # A blind head-to-head of a round's new policy against the serving one on an evaluation
+        # prompt. Annotators see it like any generated pair; its judgments decide promotion and
+        # never train anything.
+        VERDICT = "verdict", "Blind head-to-head for a promotion verdict"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.PROTECT, related_name="comparisons")
     context_length = models.PositiveIntegerField()

@@ -70,7 +70,7 @@ class PromptImportReport:
     prompts: list[Prompt] = field(default_factory=list)
 
 
-def _prompt_rows(path: Path) -> Iterable[tuple[int, dict]]:
+def prompt_rows(path: Path) -> Iterable[tuple[int, dict]]:
     """Yield (line number, row) from a JSONL or CSV file with a `text` field and optional `tags`."""
     raw = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".csv":
@@ -112,7 +112,7 @@ def prompts_import(*, path: Path, source: str = Prompt.Source.IMPORTED, created_
         raise InvalidInput(f"{path.name}: prompts are imported from .jsonl or .csv files.")
     report = PromptImportReport()
     with transaction.atomic():
-        for number, row in _prompt_rows(path):
+        for number, row in prompt_rows(path):
             try:
                 prompt, created = prompt_create(
                     text=row["text"], source=source, tags=row.get("tags") or [], created_by=created_by

@@ -2,8 +2,9 @@
 
 from django.contrib import admin, messages
 
-from preference_app.core.models import ModelVersion, TrainingRound
+from preference_app.core.models import EvaluationSet, ModelVersion, TrainingRound
 from preference_app.rounds import services
+from preference_app.rounds.evaluation_sets import evaluation_set_create
 
 
 @admin.register(TrainingRound)
@@ -42,6 +43,40 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         version = services.model_version_promote(version=queryset.get())
         self.message_user(request, f"{version.name} now serves as the {version.get_kind_display().lower()}.", messages.SUCCESS)
+
+    def has_start_permission(self, request) -> bool:
+        return request.user.has_perm("core.start_round")
+
+
+@admin.register(EvaluationSet)
+class EvaluationSetAdmin(admin.ModelAdmin):
+    """Evaluation sets are frozen: the admin lists them and switches the active one, never edits them.
+
+    A new version comes from `manage.py evaluation_set FILE`.
+    """
+
+    list_display = ["version", "name", "prompt_count", "content_sha256", "is_active", "created"]
+    readonly_fields = ["name", "version", "prompts", "prompt_sha256s", "content_sha256", "is_active", "created_by", "created"]
+    actions = ["activate"]
+
+    @admin.display(description="prompts")
+    def prompt_count(self, evaluation_set: EvaluationSet) -> int:
+        return len(evaluation_set.prompts)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Evaluate new rounds on the selected set", permissions=["start"])
+    def activate(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one evaluation set.", messages.ERROR)
+            return
+        chosen = queryset.get()
+        evaluation_set_create(name=chosen.name, texts=chosen.prompts, activate=True)
+        self.message_user(request, f"New rounds are evaluated on {chosen}.", messages.SUCCESS)
 
     def has_start_permission(self, request) -> bool:
         return request.user.has_perm("core.start_round")

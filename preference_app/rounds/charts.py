@@ -15,29 +15,38 @@ def _series(rounds: list[TrainingRound], name: str, key: str) -> Series:
 
 
 def round_charts(history: list[TrainingRound]) -> list[SafeString]:
-    """SVG charts, oldest round first. plots.line_chart escapes every label it draws."""
+    """SVG charts, oldest round first. plots.line_chart escapes every label it draws.
+
+    Rewards are each round's reward model's scores normalised on the base policy's replies to the
+    frozen evaluation prompts (mean 0, sd 1), so rounds with different reward models share a scale.
+    """
     rounds = sorted(history, key=lambda r: r.number)
     over_optimisation = Series(
-        "reward vs sqrt(KL)",
+        "new policy",
         [
-            (math.sqrt(max(0.0, r.metrics["kl_to_reference"])), float(r.metrics["reward_mean_new"]))
+            (math.sqrt(max(0.0, r.metrics["kl_k3"])), float(r.metrics["reward_new"]))
             for r in rounds
-            if r.metrics.get("kl_to_reference") is not None and r.metrics.get("reward_mean_new") is not None
+            if r.metrics.get("kl_k3") is not None and r.metrics.get("reward_new") is not None
         ],
     )
     charts = [
-        line_chart("Reward model held-out accuracy", [_series(rounds, "accuracy", "reward_held_out_accuracy")],
-                   x_label="round", y_label="accuracy"),
+        line_chart("Reward-model accuracy: held-out vs new replies",
+                   [_series(rounds, "held-out", "reward_held_out_accuracy"),
+                    _series(rounds, "on new replies (people)", "reward_accuracy_on_new_replies")],
+                   x_label="round (a widening gap: over-optimisation)", y_label="accuracy"),
         line_chart("DPO reward accuracy and margin", [_series(rounds, "accuracy", "dpo_reward_accuracy"),
                                                       _series(rounds, "margin", "dpo_reward_margin")],
                    x_label="round", y_label="value"),
-        line_chart("Win rate of the new policy", [_series(rounds, "vs previous", "win_rate_vs_previous"),
-                                                  _series(rounds, "vs base", "win_rate_vs_base")],
-                   x_label="round", y_label="win rate"),
-        line_chart("KL to the reference", [_series(rounds, "KL", "kl_to_reference")], x_label="round", y_label="nats"),
-        line_chart("Mean response length", [_series(rounds, "tokens", "mean_length_new")], x_label="round",
-                   y_label="tokens"),
-        line_chart("Reward against sqrt(KL) (over-optimisation)", [over_optimisation], x_label="sqrt(KL)",
-                   y_label="mean reward", lines=False),
+        line_chart("New policy beats serving: people vs model",
+                   [_series(rounds, "people", "human_win_rate"), _series(rounds, "people, low", "human_win_rate_low"),
+                    _series(rounds, "reward model", "reward_model_win_rate")],
+                   x_label="round", y_label="P(new beats serving)"),
+        line_chart("KL to the reference (k3 estimator)", [_series(rounds, "KL", "kl_k3")], x_label="round",
+                   y_label="nats per reply"),
+        line_chart("Mean reply length", [_series(rounds, "new", "mean_length_new"),
+                                         _series(rounds, "serving", "mean_length_serving")],
+                   x_label="round", y_label="tokens"),
+        line_chart("Normalised reward against sqrt(KL)", [over_optimisation],
+                   x_label="sqrt(KL), nats (k3)", y_label="reward, sd of base replies", lines=False),
     ]
     return [mark_safe(chart) for chart in charts]  # noqa: S308 - every label was escaped by line_chart.

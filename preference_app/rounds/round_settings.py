@@ -8,6 +8,8 @@ from typing import Any
 from preference_app.core.services import InvalidInput
 
 REFERENCES = ("base", "previous")
+# Settings of earlier versions that stored rounds may still carry; ignored when read back.
+RETIRED_SETTINGS = {"promote_only_if_not_worse"}
 PAIRINGS = ("random", "best_vs_worst")
 
 
@@ -34,14 +36,26 @@ class RoundSettings:
     batch_size: int = 8
     max_length: int = 512
     reference: str = "base"  # DPO's reference: the base model or the previous round's policy.
+    # When the round ran SFT on demonstrations first, DPO's reference is that SFT model, as in the
+    # DPO paper (Rafailov et al. 2023, section 4: pi_ref = pi_SFT), whatever `reference` says.
+    reference_follows_sft: bool = True
     lora_rank: int = 0  # 0 trains every weight.
-    # Evaluation and promotion.
+    # Evaluation on the frozen evaluation set, and promotion decided by people.
     eval_max_new_tokens: int = 64
-    promote_only_if_not_worse: bool = True  # Keep the previous policy when the new one loses to it.
+    evaluation_prompts: int = 50  # How many of the evaluation set's prompts (in its order) are used.
+    verdict_judgments: int = 40  # Human judgments of the blind head-to-heads before the verdict.
+    verdict_confidence: float = 0.90  # Two-sided confidence of the interval on P(new beats serving).
+    promote_above: float = 0.45  # Promote when that interval's lower bound is above this.
+    # Over-optimisation warnings on the dashboard.
+    warn_accuracy_drop: float = 0.15  # Reward-model accuracy on the new replies below held-out by more.
+    warn_kl: float = 10.0  # KL to the reference (nats per reply) above this.
+    warn_length_ratio: float = 1.5  # Mean reply length changed by more than this factor.
     # Step 4: the loop.
     auto_rounds: int = 0  # Rounds still to start automatically after this one completes.
     auto_start_after_judgments: int = 0  # 0: off; else the next round starts once this many new judgments arrive.
-    min_win_rate_gain: float = 0.0  # An auto-loop stops once the win rate over the previous policy gains less.
+    # An auto-loop goes on only while the people's verdict shows a gain: the lower bound of the
+    # interval on P(new beats serving) must exceed 0.5 by at least this much.
+    min_win_rate_gain: float = 0.0
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,6 +65,7 @@ class RoundSettings:
     def from_dict(cls, values: dict[str, Any]) -> RoundSettings:
         """Build settings from form or API values, coercing types and rejecting nonsense clearly."""
         known = {field.name: field for field in fields(cls)}
+        values = {name: value for name, value in values.items() if name not in RETIRED_SETTINGS}
         unknown = set(values) - set(known)
         if unknown:
             raise InvalidInput(f"Unknown round settings: {', '.join(sorted(unknown))}.")
@@ -70,7 +85,8 @@ class RoundSettings:
 
     def validate(self) -> None:
         positive = ["prompts_per_round", "max_new_tokens", "overlap_target", "judgment_target", "reward_epochs",
-                    "epochs", "batch_size", "max_length", "eval_max_new_tokens"]
+                    "epochs", "batch_size", "max_length", "eval_max_new_tokens", "evaluation_prompts",
+                    "verdict_judgments"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise InvalidInput(f"{name} must be at least 1.")
@@ -79,6 +95,12 @@ class RoundSettings:
         for name in ("reward_learning_rate", "learning_rate", "sft_learning_rate", "beta"):
             if not 0 < getattr(self, name) < 1:
                 raise InvalidInput(f"{name} must be between 0 and 1.")
+        if not 0.5 <= self.verdict_confidence < 1:
+            raise InvalidInput("verdict_confidence must be at least 0.5 and below 1.")
+        if not 0 <= self.promote_above < 1:
+            raise InvalidInput("promote_above must be between 0 and 1.")
+        if not 0 <= self.warn_accuracy_drop <= 1 or self.warn_kl <= 0 or self.warn_length_ratio <= 1:
+            raise InvalidInput("warn_accuracy_drop must be in [0, 1], warn_kl positive and warn_length_ratio above 1.")
         if not 0 <= self.temperature <= 2:
             raise InvalidInput("temperature must be between 0 and 2.")
         if self.reference not in REFERENCES:

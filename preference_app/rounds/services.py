@@ -16,25 +16,30 @@ is older than ROUND_STALL_SECONDS, so the dashboard shows what happened and a re
 from __future__ import annotations
 
 import logging
+import random
+import statistics
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from preference_app.core.model_store import serving_model
 from preference_app.core.models import (
     Candidate,
     Comparison,
+    Conversation,
     Judgment,
     ModelVersion,
     TrainingRound,
+    Turn,
 )
 from preference_app.core.selectors import messages_before, model_version_serving
 from preference_app.core.services import (
@@ -46,11 +51,12 @@ from preference_app.core.services import (
     pair_at_random,
     task_enqueue_on_commit,
 )
-from preference_app.rounds import selectors
+from preference_app.rounds import selectors, verdicts
+from preference_app.rounds.evaluation_sets import evaluation_set_active_ensure
 from preference_app.rounds.round_settings import RoundSettings
 from training.dpo import DPOConfig, train_dpo
-from training.evaluate import EvaluationConfig, evaluate_policy
-from training.generate import GenerationConfig, generate_replies
+from training.evaluate import kl_to_reference, reward_scores, sample_policy, win_rate
+from training.generate import GeneratedReply, GenerationConfig, generate_replies
 from training.reward import RewardConfig, score_replies, train_reward_model
 from training.sft import SFTConfig, train_sft
 
@@ -58,12 +64,17 @@ logger = logging.getLogger(__name__)
 
 Status = TrainingRound.Status
 FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+STEP_TEXT_AFTER = {
+    Status.COMPLETED: "Done",
+    Status.COLLECTING: "Waiting for judgments",
+    Status.AWAITING_VERDICT: "Waiting for people to judge the blind head-to-heads",
+}
 # The status each step task works in, and the status the round moves to when it succeeds.
 NEXT_STATUS = {
     Status.GENERATING: Status.COLLECTING,
     Status.TRAINING_REWARD: Status.TRAINING_POLICY,
     Status.TRAINING_POLICY: Status.EVALUATING,
-    Status.EVALUATING: Status.COMPLETED,
+    Status.EVALUATING: Status.AWAITING_VERDICT,
 }
 Finish = Callable[[TrainingRound], None]
 
@@ -77,8 +88,12 @@ def round_start(*, settings_values: dict, started_by=None) -> TrainingRound:
         if TrainingRound.objects.select_for_update().exclude(status__in=FINISHED).exists():
             raise InvalidInput("A round is already running; cancel it or wait for it to finish.")
         number = (TrainingRound.objects.aggregate(last=Max("number"))["last"] or 0) + 1
+        evaluation_set = evaluation_set_active_ensure()
         training_round = TrainingRound.objects.create(
-            number=number, config=round_settings.to_dict(), started_by=started_by, step="Queued"
+            number=number, config=round_settings.to_dict(), started_by=started_by, step="Queued",
+            evaluation_set=evaluation_set,
+            metrics={"evaluation_set": {"version": evaluation_set.version, "sha256": evaluation_set.content_sha256,
+                                        "prompts": min(len(evaluation_set.prompts), round_settings.evaluation_prompts)}},
         )
         _enqueue_step(training_round.pk, Status.GENERATING)
     return training_round
@@ -191,16 +206,10 @@ def _run_step(round_id: int, status: str, work: Callable[[TrainingRound], Finish
             locked.status = NEXT_STATUS[status]
             locked.step_claimed = None
             locked.progress = 0.0
-            locked.step = {Status.COMPLETED: "Done", Status.COLLECTING: "Waiting for judgments"}.get(
-                locked.status, "Queued"
-            )
-            if locked.status == Status.COMPLETED:
-                locked.finished = timezone.now()
+            locked.step = STEP_TEXT_AFTER.get(locked.status, "Queued")
             locked.save()
             if locked.status in (Status.TRAINING_POLICY, Status.EVALUATING):
                 _enqueue_step(round_id, locked.status)
-            if locked.status == Status.COMPLETED:
-                transaction.on_commit(lambda: round_continue_loop(round_id=round_id))
     except Exception as error:
         TrainingRound.objects.filter(pk=round_id, status=status).update(
             status=Status.FAILED,
@@ -312,7 +321,10 @@ def judgment_recorded(*, comparison: Comparison) -> TrainingRound | None:
     """React to a new judgment: move a collecting round on once its target is met, or start the
     next round once enough judgments have arrived since the last one completed (step 4)."""
     if comparison.training_round_id is not None:
-        round_collection_check(round_id=comparison.training_round_id)
+        if comparison.source == Comparison.Source.VERDICT:
+            round_verdict_check(round_id=comparison.training_round_id)
+        else:
+            round_collection_check(round_id=comparison.training_round_id)
     return round_auto_start_check()
 
 
@@ -419,6 +431,8 @@ def round_train_policy(*, round_id: int) -> bool:
                                    progress=_progress_reporter(training_round.pk, "SFT"))
             start_path = str(sft_result.checkpoint)
         reference_path = base.path if round_settings.reference == "base" else serving.path
+        if sft_result is not None and round_settings.reference_follows_sft:
+            reference_path = start_path
         config = DPOConfig(
             beta=round_settings.beta, learning_rate=round_settings.learning_rate, epochs=round_settings.epochs,
             batch_size=round_settings.batch_size, max_length=round_settings.max_length,
@@ -454,9 +468,9 @@ def round_train_policy(*, round_id: int) -> bool:
 
 
 def round_evaluate(*, round_id: int) -> bool:
-    """Evaluate the new policy on the fixed held-out prompts against the previous and the base
-    policy, judged by this round's reward model, with its KL to the DPO reference; promote it
-    unless it loses to the previous policy (when so configured)."""
+    """Put the new policy before people: blind head-to-heads against the serving policy on the
+    frozen evaluation prompts, plus what the models can tell at once (KL, length, the reward
+    model's opinion). The round then waits for the people's verdict (`round_verdict_check`)."""
 
     def work(training_round: TrainingRound) -> Finish:
         round_settings = round_settings_of(training_round)
@@ -464,52 +478,211 @@ def round_evaluate(*, round_id: int) -> bool:
             training_round=training_round, kind=ModelVersion.Kind.POLICY
         )
         reward_model = ModelVersion.objects.get(training_round=training_round, kind=ModelVersion.Kind.REWARD)
-        previous = new_policy.parent
-        base = selectors.base_policy(new_policy)
-        contexts = [[{"role": "user", "content": prompt.text}] for prompt in selectors.held_out_prompts()]
-        if not contexts:
-            raise InvalidInput("There are no held-out prompts to evaluate on; load the built-in prompt set.")
-        config = EvaluationConfig(
-            generation=GenerationConfig(candidates_per_context=1, temperature=1.0, top_p=1.0,
-                                        max_new_tokens=round_settings.eval_max_new_tokens, seed=round_settings.seed),
-            max_length=round_settings.max_length, batch_size=round_settings.batch_size,
-            device=settings.TRAINING_DEVICE or None,
-        )
-        TrainingRound.objects.filter(pk=training_round.pk).update(step="Against the previous policy", progress=0.1)
-        reference = base if round_settings.reference == "base" else previous
-        versus_previous = evaluate_policy(policy_path=new_policy.path, baseline_path=previous.path,
-                                          reward_path=reward_model.path, contexts=contexts,
-                                          reference_path=reference.path, config=config)
-        TrainingRound.objects.filter(pk=training_round.pk).update(step="Against the base policy", progress=0.6)
-        versus_base = versus_previous
-        if base.pk != previous.pk:
-            versus_base = evaluate_policy(policy_path=new_policy.path, baseline_path=base.path,
-                                          reward_path=reward_model.path, contexts=contexts, config=config)
-        promote = not round_settings.promote_only_if_not_worse or versus_previous.win_rate >= 0.5
+        evaluation_set = training_round.evaluation_set or evaluation_set_active_ensure()
+        texts = evaluation_set.prompts[: round_settings.evaluation_prompts]
+        measured = _measure_on_evaluation_set(training_round, new_policy, reward_model, texts, round_settings)
 
         def finish(locked: TrainingRound) -> None:
-            evaluation = {
-                "win_rate_vs_previous": versus_previous.win_rate,
-                "win_rate_vs_base": versus_base.win_rate,
-                "kl_to_reference": versus_previous.kl_to_reference,
-                "mean_length_new": versus_previous.mean_response_tokens,
-                "eos_rate_new": versus_previous.eos_rate,
-                "reward_mean_new": versus_previous.policy_reward_mean,
-                "reward_mean_previous": versus_previous.baseline_reward_mean,
-                "reward_mean_base": versus_base.baseline_reward_mean,
-                "held_out_prompts": len(contexts),
-                "promoted": promote,
-            }
+            verdict_rewards = _verdict_comparisons_create(locked, new_policy, texts, measured, round_settings)
+            evaluation = {**measured.metrics, "verdict_comparisons": len(verdict_rewards)}
+            evaluation["warnings"] = _model_warnings(evaluation, round_settings)
             ModelVersion.objects.filter(pk=new_policy.pk).update(metrics={**new_policy.metrics, "evaluation": evaluation})
-            locked.metrics = {**locked.metrics, **evaluation}
+            locked.evaluation_set = evaluation_set
+            locked.metrics = {**locked.metrics, **evaluation, "verdict_rewards": verdict_rewards}
             # The new reward model is trained on every judgment so far, so it serves either way.
             model_version_promote(version=reward_model)
-            if promote:
-                model_version_promote(version=new_policy)
 
         return finish
 
     return _run_step(round_id, Status.EVALUATING, work)
+
+
+@dataclass(frozen=True)
+class EvaluationSamples:
+    new: list[GeneratedReply]
+    serving: list[GeneratedReply]
+    new_rewards: list[float]  # Normalised on the base policy's replies (mean 0, sd 1).
+    serving_rewards: list[float]
+    sampling: dict
+    metrics: dict
+
+
+def _measure_on_evaluation_set(training_round, new_policy, reward_model, texts, round_settings) -> EvaluationSamples:
+    """Sample the new, serving and base policies once per evaluation prompt; KL on the new policy's
+    sampled ids; every reply scored by the round's reward model, normalised on the base's replies."""
+    serving = new_policy.parent
+    base = selectors.base_policy(new_policy)
+    contexts = [[{"role": "user", "content": text}] for text in texts]
+    device = settings.TRAINING_DEVICE or None
+    # Temperature 1 and no nucleus cut: the KL estimators are unbiased only on samples of pi itself.
+    generation = GenerationConfig(candidates_per_context=1, temperature=1.0, top_p=1.0,
+                                  max_new_tokens=round_settings.eval_max_new_tokens,
+                                  seed=round_settings.seed + training_round.number)
+
+    def step(text: str, progress: float) -> None:
+        TrainingRound.objects.filter(pk=training_round.pk).update(step=text, progress=progress)
+
+    step(f"Sampling the new policy on {len(contexts)} evaluation prompts", 0.05)
+    new = sample_policy(policy_path=new_policy.path, contexts=contexts, generation=generation, device=device)
+    step("KL to the reference on the sampled tokens", 0.3)
+    reference_path = new_policy.config.get("reference_path") or base.path
+    kl = kl_to_reference(policy_path=new_policy.path, reference_path=reference_path, contexts=contexts, replies=new,
+                         max_context_tokens=generation.max_context_tokens, batch_size=round_settings.batch_size,
+                         device=device)
+    step("Sampling the serving policy", 0.45)
+    serving_replies = sample_policy(policy_path=serving.path, contexts=contexts, generation=generation, device=device)
+    base_replies = serving_replies
+    if base.pk != serving.pk:
+        step("Sampling the base policy", 0.6)
+        base_replies = sample_policy(policy_path=base.path, contexts=contexts, generation=generation, device=device)
+    step("Scoring every reply with the round's reward model", 0.75)
+    scores = reward_scores(reward_path=reward_model.path, contexts=contexts * 3,
+                           texts=[reply.text for reply in [*new, *serving_replies, *base_replies]],
+                           max_length=round_settings.max_length, batch_size=round_settings.batch_size, device=device)
+    count = len(contexts)
+    base_mean = statistics.fmean(scores[2 * count:])
+    base_sd = statistics.pstdev(scores[2 * count:]) if count > 1 else 0.0
+    normalised = [(score - base_mean) / max(base_sd, 1e-6) for score in scores]
+    new_rewards, serving_rewards = normalised[:count], normalised[count: 2 * count]
+    reward_model_win_rate, _ = win_rate(new_rewards, serving_rewards)
+    metrics = {
+        "evaluation_prompts": count,
+        **{f"kl_{name}": value for name, value in kl.estimate.to_dict().items() if name != "samples"},
+        "kl_reference_path": str(reference_path),
+        "mean_length_new": statistics.fmean(reply.token_count for reply in new),
+        "mean_length_serving": statistics.fmean(reply.token_count for reply in serving_replies),
+        "eos_rate_new": statistics.fmean(reply.finished_with_eos for reply in new),
+        "eos_rate_serving": statistics.fmean(reply.finished_with_eos for reply in serving_replies),
+        "truncated_new": sum(not reply.finished_with_eos for reply in new),
+        "reward_model_win_rate": reward_model_win_rate,
+        "reward_new": statistics.fmean(new_rewards),
+        "reward_serving": statistics.fmean(serving_rewards),
+        "reward_normalisation": {"base_mean": base_mean, "base_sd": base_sd, "policy": base.name},
+        "kl_per_sample": {"k1": kl.k1, "k3": kl.k3},
+    }
+    return EvaluationSamples(new=new, serving=serving_replies, new_rewards=new_rewards,
+                             serving_rewards=serving_rewards, sampling=generation.to_dict(), metrics=metrics)
+
+
+def _verdict_comparisons_create(training_round, new_policy, texts, measured: EvaluationSamples, round_settings) -> dict:
+    """One blind head-to-head per evaluation prompt, the new policy first or second at random.
+
+    Returns {comparison id: [new reply's reward, serving reply's reward]} for scoring the reward
+    model against the people later.
+    """
+    rng = random.Random(round_settings.seed * 7919 + training_round.number)
+    rewards = {}
+    for text, new, serving, new_reward, serving_reward in zip(
+        texts, measured.new, measured.serving, measured.new_rewards, measured.serving_rewards
+    ):
+        conversation = Conversation.objects.create(source=Conversation.Source.EVALUATION)
+        Turn.objects.create(conversation=conversation, index=0, role=Turn.Role.USER, text=text)
+        new_candidate, serving_candidate = (
+            Candidate.objects.create(
+                conversation=conversation, context_length=1, text=reply.text, model_version=version,
+                sampling=measured.sampling, token_count=reply.token_count,
+                finished_with_eos=reply.finished_with_eos, generation_seconds=reply.seconds,
+            )
+            for reply, version in ((new, new_policy), (serving, new_policy.parent))
+        )
+        first, second = (new_candidate, serving_candidate) if rng.random() < 0.5 else (serving_candidate, new_candidate)
+        comparison = Comparison.objects.create(
+            conversation=conversation, context_length=1, candidate_a=first, candidate_b=second,
+            training_round=training_round, source=Comparison.Source.VERDICT,
+            overlap_target=round_settings.overlap_target,
+        )
+        rewards[str(comparison.pk)] = [new_reward, serving_reward]
+    return rewards
+
+
+def _model_warnings(evaluation: dict, round_settings: RoundSettings) -> list[str]:
+    """Signs that the policy moved where the reward model is no guide: KL or length ran away."""
+    warnings = []
+    kl = evaluation.get("kl_k3")
+    if kl is not None and kl > round_settings.warn_kl:
+        warnings.append(f"KL to the reference is {kl:.2f} nats per reply, above {round_settings.warn_kl:g}.")
+    new_length, serving_length = evaluation.get("mean_length_new"), evaluation.get("mean_length_serving")
+    if new_length and serving_length:
+        ratio = new_length / serving_length
+        if ratio > round_settings.warn_length_ratio or ratio < 1 / round_settings.warn_length_ratio:
+            warnings.append(f"Mean reply length changed {ratio:.2f}-fold ({serving_length:.0f} to {new_length:.0f} tokens).")
+    return warnings
+
+
+def round_verdict_check(*, round_id: int) -> bool:
+    """Record the people's verdict so far; promote or keep the serving policy once it is due.
+
+    Called after each judgment of a head-to-head. True when this call gave the verdict.
+    """
+    with transaction.atomic():
+        locked = TrainingRound.objects.select_for_update().filter(pk=round_id, status=Status.AWAITING_VERDICT).first()
+        if locked is None:
+            return False
+        round_settings = round_settings_of(locked)
+        tally = selectors.verdict_tally(training_round=locked)
+        result = verdicts.estimate(tally, confidence=round_settings.verdict_confidence)
+        locked.metrics = {**locked.metrics, **_human_metrics(locked, result, round_settings)}
+        due = verdicts.verdict_due(tally, judgments_wanted=round_settings.verdict_judgments)
+        if not due:
+            locked.step = f"Waiting for people: {result.judgments} of {round_settings.verdict_judgments} head-to-head judgments"
+            locked.save(update_fields=["metrics", "step"])
+            return False
+        _verdict_give(locked, promote=verdicts.promotes(result, promote_above=round_settings.promote_above),
+                      decided_by="people")
+    return True
+
+
+def round_verdict_decide(*, round_id: int, promote: bool) -> bool:
+    """An admin's verdict, given by hand whatever the people's judgments say so far."""
+    with transaction.atomic():
+        locked = TrainingRound.objects.select_for_update().filter(pk=round_id, status=Status.AWAITING_VERDICT).first()
+        if locked is None:
+            return False
+        round_settings = round_settings_of(locked)
+        result = verdicts.estimate(selectors.verdict_tally(training_round=locked),
+                                   confidence=round_settings.verdict_confidence)
+        locked.metrics = {**locked.metrics, **_human_metrics(locked, result, round_settings)}
+        _verdict_give(locked, promote=promote, decided_by="admin")
+    return True
+
+
+def _human_metrics(training_round: TrainingRound, result: verdicts.Estimate, round_settings: RoundSettings) -> dict:
+    metrics = {
+        "human_judgments": result.judgments,
+        "human_win_rate": result.p_new_beats_serving,
+        "human_win_rate_low": result.low,
+        "human_win_rate_high": result.high,
+        "human_confidence": result.confidence,
+        "reward_accuracy_on_new_replies": result.reward_model_accuracy,
+    }
+    held_out = training_round.metrics.get("reward_held_out_accuracy")
+    warnings = [w for w in training_round.metrics.get("warnings", []) if not w.startswith("Reward-model accuracy")]
+    if held_out is not None and result.reward_model_accuracy is not None:
+        gap = held_out - result.reward_model_accuracy
+        metrics["reward_accuracy_gap"] = gap
+        if gap > round_settings.warn_accuracy_drop:
+            warnings.append(
+                f"Reward-model accuracy on the new policy's replies is {result.reward_model_accuracy:.2f}, "
+                f"{gap:.2f} below its held-out {held_out:.2f}: the policy may be pleasing the model, not people."
+            )
+    metrics["warnings"] = warnings
+    return metrics
+
+
+def _verdict_give(locked: TrainingRound, *, promote: bool, decided_by: str) -> None:
+    """Promote (or not), complete the round, and take its unjudged head-to-heads out of the queue."""
+    new_policy = ModelVersion.objects.get(training_round=locked, kind=ModelVersion.Kind.POLICY)
+    if promote:
+        model_version_promote(version=new_policy)
+    Comparison.objects.filter(training_round=locked, source=Comparison.Source.VERDICT,
+                              judgment_count__lt=F("overlap_target")).update(overlap_target=F("judgment_count"))
+    locked.metrics = {**locked.metrics, "promoted": promote, "verdict_by": decided_by}
+    locked.status = Status.COMPLETED
+    locked.finished = timezone.now()
+    locked.step = f"Done: {'promoted' if promote else 'not promoted'} by {'people' if decided_by == 'people' else 'an admin'}"
+    locked.save()
+    round_id = locked.pk
+    transaction.on_commit(lambda: round_continue_loop(round_id=round_id))
 
 
 def round_cancel(*, round_id: int) -> bool:
@@ -576,14 +749,20 @@ def model_version_promote(*, version: ModelVersion) -> ModelVersion:
 
 
 def round_continue_loop(*, round_id: int) -> TrainingRound | None:
-    """Step 4: start the next round automatically while the auto-loop has rounds left and gains."""
+    """Step 4: start the next round automatically while the auto-loop has rounds left and people
+    judged the last new policy better than the one it replaced, beyond their interval."""
     training_round = TrainingRound.objects.get(pk=round_id)
     round_settings = round_settings_of(training_round)
     if training_round.status != Status.COMPLETED or round_settings.auto_rounds < 1:
         return None
-    gain = (training_round.metrics.get("win_rate_vs_previous") or 0.5) - 0.5
-    if gain < round_settings.min_win_rate_gain:
-        TrainingRound.objects.filter(pk=round_id).update(step=f"Done; auto-loop stopped (win-rate gain {gain:+.3f})")
+    low = training_round.metrics.get("human_win_rate_low")
+    by_people = training_round.metrics.get("verdict_by") == "people" and training_round.metrics.get("promoted")
+    gain = None if low is None else low - 0.5
+    if not by_people or gain is None or gain < round_settings.min_win_rate_gain:
+        shown = "none measured" if gain is None else f"{gain:+.3f}"
+        TrainingRound.objects.filter(pk=round_id).update(
+            step=f"{training_round.step}; auto-loop stopped (people's verdict: lower bound minus 0.5 is {shown})"
+        )
         return None
     follow_up = {**round_settings.to_dict(), "auto_rounds": round_settings.auto_rounds - 1}
     return round_start(settings_values=follow_up, started_by=training_round.started_by)

@@ -36,11 +36,14 @@ def settings_fields(values: dict | None = None) -> list[dict]:
 @login_required
 @permission_required("core.view_traininground", raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
+    # `?control=length` shows ratings at equal reply length (Chatbot Arena's style control).
+    style_control = request.GET.get("control") == "length"
     context = {
         "progress": _progress_context(),
         "history": selectors.round_history(),
         "charts": round_charts(selectors.round_history()),
-        "leaderboard": selectors.policy_leaderboard(),
+        "leaderboard": selectors.policy_leaderboard(style_control=style_control),
+        "style_control": style_control,
         "annotators": selectors.annotator_statistics(),
         "versions": ModelVersion.objects.select_related("training_round", "parent").order_by("-id")[:30],
         "settings_fields": settings_fields(),
@@ -91,15 +94,21 @@ def start(request: HttpRequest) -> HttpResponse:
 @permission_required("core.start_round", raise_exception=True)
 def act(request: HttpRequest, round_id: int, action: str) -> HttpResponse:
     actions = {
-        "cancel": (services.round_cancel, "cancelled", "is already finished"),
-        "retry": (services.round_retry, "resumed at the step that failed", "has not failed"),
-        "advance": (services.round_training_begin, "moved on to training", "is not collecting judgments"),
+        "cancel": (lambda round_id: services.round_cancel(round_id=round_id), "cancelled", "is already finished"),
+        "retry": (lambda round_id: services.round_retry(round_id=round_id), "resumed at the step that failed",
+                  "has not failed"),
+        "advance": (lambda round_id: services.round_training_begin(round_id=round_id), "moved on to training",
+                    "is not collecting judgments"),
+        "promote": (lambda round_id: services.round_verdict_decide(round_id=round_id, promote=True),
+                    "completed: its policy was promoted by hand", "is not awaiting a verdict"),
+        "keep": (lambda round_id: services.round_verdict_decide(round_id=round_id, promote=False),
+                 "completed: the serving policy was kept by hand", "is not awaiting a verdict"),
     }
     if action not in actions:
         messages.error(request, f"Unknown action {action!r}.")
         return redirect("rounds:dashboard")
     service, done, refused = actions[action]
-    if service(round_id=round_id):
+    if service(round_id):
         messages.success(request, f"Round {done}.")
     else:
         messages.error(request, f"Nothing done: the round {refused}.")

@@ -2,8 +2,9 @@
 
 Simulated annotators judge every comparison by one fixed rule the policy can learn: the reply in
 plainer words is better, measured as the larger share of common function words ("the", "to",
-"you", ...); equal shares are a tie. After two rounds, replies of the round-2 policy and of the
-base policy to the held-out prompts are compared by that same rule.
+"you", ...); equal shares are a tie. They also judge each round's blind head-to-heads, which decide
+promotion. After two rounds, replies of the round-2 policy and of the base policy to frozen
+evaluation prompts are compared by that same rule.
 
 (A length rule was tried first and rejected: DPO on "shorter is better" pushes down the EOS token
 at the end of every longer rejected reply, and on this tiny model that lengthened replies as often
@@ -13,49 +14,31 @@ as it shortened them.)
 import pytest
 
 from preference_app.core import roles
-from preference_app.core.models import Comparison, ModelVersion, TrainingRound
-from preference_app.core.services import builtin_prompts_load, judgment_submit
-from preference_app.rounds import selectors, services
+from preference_app.core.models import ModelVersion, TrainingRound
+from preference_app.core.services import builtin_prompts_load
+from preference_app.rounds import services
 from tests.conftest import make_user, wait_for
+from tests.rounds.simulated_annotators import judge_round, plainer_words
 from training.checkpoints import load_causal_lm
 from training.generate import GenerationConfig, generate_replies
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
+# This test is about learning, so promotion asks only that people do not find the new policy
+# clearly worse (the lower end of their interval above 0.3): each round's verdict comes from 50
+# single head-to-heads, and a round that helps a little must still carry the loop on.
 LOOP_SETTINGS = {
     "prompts_per_round": 48, "candidates_per_prompt": 4, "max_new_tokens": 32, "judgment_target": 96,
     "batch_size": 8, "max_length": 256, "learning_rate": 3e-4, "epochs": 2, "reward_learning_rate": 1e-4,
-    "reference": "previous", "head_to_head": False, "promote_only_if_not_worse": False, "eval_max_new_tokens": 32,
+    "reference": "previous", "head_to_head": False, "eval_max_new_tokens": 32, "evaluation_prompts": 50,
+    "verdict_judgments": 50, "promote_above": 0.3,
 }
 SAMPLES_PER_PROMPT = 32
+RULE_PROMPTS = 10
 # The rule's preference rate for the base policy against itself is 0.5 by symmetry. In trial runs
-# of this setting the round-2 policy reached about 0.66; the standard error of the rate over about
-# 9 held-out prompts x 32 samples is about 0.03, so 0.58 sits well outside sampling noise.
+# of this setting the round-2 policy reached about 0.66; the standard error of the rate over 10
+# evaluation prompts x 32 samples is about 0.03, so 0.58 sits well outside sampling noise.
 REQUIRED_PREFERENCE_RATE = 0.58
-FUNCTION_WORDS = {"the", "a", "to", "of", "and", "i", "you", "my", "in", "is", "for", "it", "that", "how", "what", "with"}
-
-
-def function_word_share(text: str) -> float:
-    words = text.lower().split()
-    return sum(word.strip(".,?!") in FUNCTION_WORDS for word in words) / len(words) if words else 0.0
-
-
-def rule_prefers_first(first, second) -> float:
-    """The hidden rule: 1 if `first` has the larger share of function words, 0.5 if equal, else 0."""
-    first_share, second_share = function_word_share(first.text), function_word_share(second.text)
-    if first_share == second_share:
-        return 0.5
-    return 1.0 if first_share > second_share else 0.0
-
-
-def simulated_annotators_judge(training_round, annotators):
-    comparisons = Comparison.objects.filter(training_round=training_round).select_related("candidate_a", "candidate_b")
-    for index, comparison in enumerate(comparisons.order_by("id")):
-        preference = rule_prefers_first(comparison.candidate_a, comparison.candidate_b)
-        choice = {1.0: "a", 0.0: "b", 0.5: "tie"}[preference]
-        judgment_submit(annotator=annotators[index % len(annotators)], comparison=comparison, choice=choice,
-                        strength=None if choice == "tie" else 2, left_candidate="a" if index % 2 else "b",
-                        seconds_spent=5.0)
 
 
 def run_round(annotators) -> TrainingRound:
@@ -63,10 +46,15 @@ def run_round(annotators) -> TrainingRound:
     collecting = wait_for(lambda: TrainingRound.objects.filter(pk=training_round.pk, status__in=["collecting", "failed"]).first(),
                           timeout=300, message=f"round {training_round.number} to collect")
     assert collecting.status == "collecting", collecting.error
-    simulated_annotators_judge(training_round, annotators)
-    done = wait_for(lambda: TrainingRound.objects.filter(pk=training_round.pk, status__in=["completed", "failed"]).first(),
-                    timeout=900, message=f"round {training_round.number} to complete")
-    assert done.status == "completed", done.error
+    judge_round(training_round, annotators, plainer_words, source="generated")
+    awaiting = wait_for(
+        lambda: TrainingRound.objects.filter(pk=training_round.pk, status__in=["awaiting_verdict", "failed"]).first(),
+        timeout=900, message=f"round {training_round.number} to be evaluated",
+    )
+    assert awaiting.status == "awaiting_verdict", awaiting.error
+    judge_round(training_round, annotators, plainer_words, source="verdict")
+    done = TrainingRound.objects.get(pk=training_round.pk)
+    assert done.status == "completed" and done.metrics["promoted"], done.metrics
     return done
 
 
@@ -75,7 +63,7 @@ def preference_rate(new_path, base_path, contexts) -> float:
     new, base = load_causal_lm(str(new_path)), load_causal_lm(str(base_path))
     new_replies = generate_replies(new.model, new.tokenizer, contexts, sampling)
     base_replies = generate_replies(base.model, base.tokenizer, contexts, sampling)
-    scores = [rule_prefers_first(a, b) for news, bases in zip(new_replies, base_replies) for a, b in zip(news, bases)]
+    scores = [plainer_words(a, b) for news, bases in zip(new_replies, base_replies) for a, b in zip(news, bases)]
     return sum(scores) / len(scores)
 
 
@@ -87,8 +75,7 @@ def test_two_rounds_teach_the_policy_the_annotators_hidden_preference(celery_wor
     round_two_policy = ModelVersion.objects.get(training_round=second, kind="policy")
     assert round_two_policy.parent.training_round_id == first.pk  # Round 2 trained the round-1 policy.
     assert round_two_policy.is_serving
-    contexts = [[{"role": "user", "content": prompt.text}] for prompt in selectors.held_out_prompts()]
-    assert len(contexts) >= 5
+    contexts = [[{"role": "user", "content": text}] for text in second.evaluation_set.prompts[:RULE_PROMPTS]]
     rate = preference_rate(round_two_policy.path, base_policy.path, contexts)
     print(f"hidden-rule preference rate, round-2 policy over base: {rate:.3f}")
     assert rate >= REQUIRED_PREFERENCE_RATE

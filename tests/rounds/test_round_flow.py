@@ -1,4 +1,5 @@
-"""A round runs through the real Celery tasks: generation, collection, reward model, DPO, evaluation."""
+"""A round runs through the real Celery tasks: generation, collection, reward model, DPO, evaluation,
+and the people's verdict on blind head-to-heads."""
 
 import pytest
 
@@ -14,7 +15,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 SMALL_ROUND = {
     "prompts_per_round": 6, "candidates_per_prompt": 2, "max_new_tokens": 16, "judgment_target": 6,
     "batch_size": 4, "max_length": 128, "eval_max_new_tokens": 16, "learning_rate": 1e-4,
-    "reward_learning_rate": 1e-4, "head_to_head": False,
+    "reward_learning_rate": 1e-4, "head_to_head": False, "evaluation_prompts": 6, "verdict_judgments": 6,
 }
 
 
@@ -48,16 +49,31 @@ def test_a_round_runs_start_to_finish_and_duplicate_deliveries_change_nothing(ce
     judge_shorter(annotator, comparisons)
     # The sixth judgment met the target, so the round moved on to training by itself.
     assert TrainingRound.objects.get(pk=training_round.pk).status != "collecting"
-    done = wait_for(lambda: round_in(training_round.pk, "completed", "failed"), timeout=300, message="completion")
-    assert done.status == "completed", done.error
-    for key in ("reward_held_out_accuracy", "dpo_reward_accuracy", "win_rate_vs_previous", "win_rate_vs_base",
-                "kl_to_reference", "mean_length_new"):
-        assert key in done.metrics
-    assert done.metrics["sft_demonstrations"] == 1
+    awaiting = wait_for(lambda: round_in(training_round.pk, "awaiting_verdict", "failed"), timeout=300,
+                        message="the evaluation")
+    assert awaiting.status == "awaiting_verdict", awaiting.error
+    for key in ("reward_held_out_accuracy", "dpo_reward_accuracy", "reward_model_win_rate", "kl_k1", "kl_k1_stderr",
+                "kl_k3", "kl_k3_stderr", "mean_length_new", "eos_rate_new", "truncated_new", "reward_new"):
+        assert key in awaiting.metrics
+    assert awaiting.metrics["sft_demonstrations"] == 1
     versions = ModelVersion.objects.filter(training_round=training_round)
     assert sorted(versions.values_list("kind", flat=True)) == ["policy", "reward", "sft"]
-    assert versions.get(kind="policy").metrics["started_from"] == versions.get(kind="sft").name
+    policy, sft = versions.get(kind="policy"), versions.get(kind="sft")
+    assert policy.metrics["started_from"] == sft.name
+    # DPO's reference followed SFT (reference_follows_sft), and KL was measured against that reference.
+    assert policy.config["reference_path"] == sft.path == awaiting.metrics["kl_reference_path"]
     assert ModelVersion.objects.get(kind="reward", is_serving=True).training_round_id == training_round.pk
+
+    # Six blind head-to-heads on the frozen evaluation prompts wait in the ordinary queue.
+    head_to_heads = Comparison.objects.filter(training_round=training_round, source="verdict")
+    assert head_to_heads.count() == 6
+    evaluation_texts = set(awaiting.evaluation_set.prompts[:6])
+    assert {comparison.conversation.turns.get().text for comparison in head_to_heads} == evaluation_texts
+    judge_shorter(annotator, head_to_heads)
+    done = round_in(training_round.pk, "completed")
+    assert done is not None and done.metrics["verdict_by"] == "people" and done.metrics["human_judgments"] <= 6
+    promoted = ModelVersion.objects.get(kind="policy", is_serving=True) == policy
+    assert promoted == done.metrics["promoted"]
 
     replays = [train_round_reward.delay(training_round.pk), train_round_policy.delay(training_round.pk)]
     assert [replay.get(timeout=60) for replay in replays] == [False, False]
@@ -80,8 +96,9 @@ def test_a_failed_step_keeps_its_error_and_a_retry_resumes_there(celery_worker, 
 
     ModelVersion.objects.filter(pk=base_policy.pk).update(path=real_path)
     assert services.round_retry(round_id=training_round.pk)
-    done = wait_for(lambda: round_in(training_round.pk, "completed", "failed"), timeout=300, message="completion")
-    assert done.status == "completed", done.error
+    done = wait_for(lambda: round_in(training_round.pk, "awaiting_verdict", "failed"), timeout=300,
+                    message="the evaluation")
+    assert done.status == "awaiting_verdict", done.error
     assert done.error == ""
 
 

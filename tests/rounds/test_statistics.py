@@ -1,7 +1,11 @@
 """The dashboard's human-judged statistics: annotator agreement and bias, and the policy leaderboard."""
 
+import random
+
+import pytest
+
 from preference_app.api.pseudonyms import annotator_pseudonym
-from preference_app.core.models import Candidate, Comparison, Conversation, ModelVersion, Turn
+from preference_app.core.models import Candidate, Comparison, Conversation, Judgment, ModelVersion, Turn
 from preference_app.core.services import judgment_submit
 from preference_app.rounds import selectors
 from tests.conftest import make_user
@@ -43,6 +47,34 @@ def test_the_leaderboard_ranks_the_version_humans_prefer_first(db):
     for index, annotator in enumerate(annotators):
         judgment_submit(annotator=annotator, comparison=comparison, choice="b" if index < 6 else "a", strength=2,
                         left_candidate="a")
-    board = selectors.policy_leaderboard()
+    board = selectors.policy_leaderboard().ratings
     assert [rating.name for rating in board] == ["round-2-policy", "round-1-policy"]
     assert board[0].games == 8 and board[0].low <= board[0].rating <= board[0].high
+
+
+def agreement_by_definition() -> dict[str, float]:
+    """Each A/B judgment against the A/B choices of the others on its comparison, spelled out in Python:
+    the most common choice wins, a tie going to the choice of the earliest of them."""
+    sided = list(Judgment.objects.filter(choice__in=["a", "b"]).order_by("id"))
+    agreed: dict[int, list[bool]] = {}
+    for judgment in sided:
+        others = [other.choice for other in sided if other.comparison_id == judgment.comparison_id and other.pk != judgment.pk]
+        if others:
+            majority = max(["a", "b"], key=lambda choice: (others.count(choice), -others.index(choice) if choice in others else 0))
+            agreed.setdefault(judgment.annotator_id, []).append(judgment.choice == majority)
+    return {annotator_pseudonym(annotator): sum(flags) / len(flags) for annotator, flags in agreed.items()}
+
+
+def test_agreement_counted_by_the_database_matches_its_definition_on_random_judgments(db):
+    old, new = versions()
+    annotators = [make_user(f"r{index}", "annotator") for index in range(5)]
+    rng = random.Random(0)
+    for _ in range(40):
+        comparison = head_to_head(old, new)
+        for annotator in rng.sample(annotators, rng.randint(1, 5)):
+            choice = rng.choice(["a", "b", "a", "b", "tie", "both_bad"])
+            judgment_submit(annotator=annotator, comparison=comparison, choice=choice,
+                            strength=2 if choice in ("a", "b") else None, left_candidate=rng.choice("ab"))
+    expected = agreement_by_definition()
+    measured = {row.pseudonym: row.agreement for row in selectors.annotator_statistics()}
+    assert {name: agreement for name, agreement in measured.items() if agreement is not None} == pytest.approx(expected)

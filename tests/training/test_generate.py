@@ -1,9 +1,10 @@
 """Batched candidate generation: left padding, K replies per context, EOS handling and seeds."""
 
 import pytest
+import torch
 
 from training.checkpoints import load_causal_lm
-from training.generate import GenerationConfig, generate_replies
+from training.generate import GenerationConfig, encode_contexts, generate_replies
 
 CONTEXTS = [
     [{"role": "user", "content": "Hi"}],
@@ -45,14 +46,28 @@ def test_the_same_seed_gives_the_same_samples_and_another_seed_differs(tiny):
     assert texts(first) != texts(other)
 
 
-def test_a_reply_cut_by_the_token_limit_is_marked_unfinished(tiny):
+def test_a_reply_cut_by_the_token_limit_is_marked_unfinished_and_has_no_eos_id(tiny):
     (reply,), = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS[:1],
                                  GenerationConfig(candidates_per_context=1, temperature=0, max_new_tokens=5))
     assert reply.token_count == 5
     assert not reply.finished_with_eos
+    assert len(reply.token_ids) == 5
+    assert tiny.tokenizer.eos_token_id not in reply.token_ids
+    assert tiny.tokenizer.decode(reply.token_ids, skip_special_tokens=True).strip() == reply.text
 
 
-def test_a_reply_that_ends_with_eos_stops_there_and_drops_the_eos(tiny):
+def test_greedy_token_ids_are_the_argmax_after_the_encoded_context(tiny):
+    """The context ids `encode_contexts` gives, truncation included, are the ones the reply continues."""
+    config = GenerationConfig(candidates_per_context=1, temperature=0, max_new_tokens=4, max_context_tokens=12)
+    (reply,), = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS[1:2], config)
+    (context,) = encode_contexts(tiny.tokenizer, CONTEXTS[1:2], config.max_context_tokens)
+    assert len(context) == 12
+    with torch.no_grad():
+        logits = tiny.model(torch.tensor([context + list(reply.token_ids)])).logits[0]  # (T, V)
+    assert logits[len(context) - 1 : -1].argmax(-1).tolist() == list(reply.token_ids)
+
+
+def test_a_reply_that_ends_with_eos_stops_there_and_keeps_the_eos_id_last(tiny):
     eos = tiny.tokenizer.eos_token_id
 
     def always_eos(module, inputs, logits):
@@ -68,3 +83,4 @@ def test_a_reply_that_ends_with_eos_stops_there_and_drops_the_eos(tiny):
         hook.remove()
     assert reply.finished_with_eos
     assert (reply.token_count, reply.text) == (0, "")
+    assert reply.token_ids == (eos,)
