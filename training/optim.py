@@ -98,8 +98,13 @@ def run_optimisation(
     config: OptimConfig,
     *,
     progress: Progress | None = None,
+    after_epoch: Callable[[int], bool] | None = None,
 ) -> LoopResult:
-    """Train `model` on `items`; `loss_of_batch(batch)` returns the batch's mean loss."""
+    """Train `model` on `items`; `loss_of_batch(batch)` returns the batch's mean loss.
+
+    `after_epoch(epoch)` runs after each epoch (0-based) with the model in eval mode; returning True
+    stops training there (early stopping). The learning-rate schedule keeps the planned length.
+    """
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     # The fused kernel updates every parameter in one pass instead of a handful of elementwise
     # operations per tensor; it is what transformers.Trainer uses by default on torch >= 2.8.
@@ -138,5 +143,11 @@ def run_optimisation(
             losses.append(step_loss)
             if progress is not None:
                 progress(step, total, step_loss)
+        if after_epoch is not None:
+            model.eval()
+            stop = after_epoch(epoch)
+            model.train()
+            if stop:
+                break
     model.eval()
     return LoopResult(steps=step, losses=losses, seconds=time.perf_counter() - started, examples=examples)

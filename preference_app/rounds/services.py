@@ -15,6 +15,7 @@ is older than ROUND_STALL_SECONDS, so the dashboard shows what happened and a re
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import statistics
@@ -53,10 +54,13 @@ from preference_app.core.services import (
 )
 from preference_app.rounds import selectors, verdicts
 from preference_app.rounds.evaluation_sets import evaluation_set_active_ensure
-from preference_app.rounds.round_settings import RoundSettings
+from preference_app.rounds.round_settings import RoundSettings, dpo_epochs_for
+from training.data import pair_to_trl_record
 from training.dpo import DPOConfig, train_dpo
 from training.evaluate import kl_to_reference, reward_scores, sample_policy, win_rate
 from training.generate import GeneratedReply, GenerationConfig, generate_replies
+from training.labelling import Labelled, label_with_rewards
+from training.optim import TrainingResult
 from training.reward import RewardConfig, score_replies, train_reward_model
 from training.sft import SFTConfig, train_sft
 
@@ -203,10 +207,12 @@ def _run_step(round_id: int, status: str, work: Callable[[TrainingRound], Finish
                 logger.info("Round %s left %s while it ran (now %s); results discarded.", round_id, status, locked.status)
                 return False
             finish(locked)
-            locked.status = NEXT_STATUS[status]
+            # A step's results may finish the round by themselves (a policy the guard refused).
+            if locked.status == status:
+                locked.status = NEXT_STATUS[status]
+                locked.step = STEP_TEXT_AFTER.get(locked.status, "Queued")
             locked.step_claimed = None
             locked.progress = 0.0
-            locked.step = STEP_TEXT_AFTER.get(locked.status, "Queued")
             locked.save()
             if locked.status in (Status.TRAINING_POLICY, Status.EVALUATING):
                 _enqueue_step(round_id, locked.status)
@@ -387,7 +393,7 @@ def round_train_reward(*, round_id: int) -> bool:
             learning_rate=round_settings.reward_learning_rate, epochs=round_settings.reward_epochs,
             batch_size=round_settings.batch_size, max_length=round_settings.max_length,
             use_margin=round_settings.reward_use_margin, seed=round_settings.seed,
-            device=settings.TRAINING_DEVICE or None,
+            device=settings.TRAINING_DEVICE or None, early_stopping=True,
         )
         out_dir = _checkpoint_dir(training_round, ModelVersion.Kind.REWARD)
         result = train_reward_model(
@@ -404,6 +410,7 @@ def round_train_reward(*, round_id: int) -> bool:
                 "reward_held_out_pairs": len(held_out_pairs),
                 "reward_held_out_accuracy": result.metrics.get("eval_accuracy"),
                 "reward_train_accuracy": result.metrics.get("train_accuracy"),
+                "reward_epoch_accuracies": result.metrics.get("epoch_eval_accuracies"),
             }
 
         return finish
@@ -412,59 +419,137 @@ def round_train_reward(*, round_id: int) -> bool:
 
 
 def round_train_policy(*, round_id: int) -> bool:
-    """Step 3 (with step 0 first when there are demonstrations): SFT, then DPO on all pairs."""
+    """Step 3 (step 0 first when there are demonstrations): SFT, then DPO, on the data the round's
+    `policy_data` names: people's pairs (`human`); those plus the round's reward model's best-vs-worst
+    pairs of fresh on-policy replies (`reward_labelled`); or, with no DPO, SFT on the reward model's
+    best of n replies (`best_of_n`)."""
 
     def work(training_round: TrainingRound) -> Finish:
         round_settings = round_settings_of(training_round)
         serving = model_version_serving() or model_version_base_ensure()
-        base = selectors.base_policy(serving)
-        pairs, _ = selectors.preference_pairs(held_out_split=False)
+        human_pairs, _ = selectors.preference_pairs(held_out_split=False)
         demonstrations = selectors.demonstrations_for_sft()
-        device = settings.TRAINING_DEVICE or None
-        start_path, sft_result, sft_config = serving.path, None, None
-        if demonstrations:
-            sft_config = SFTConfig(learning_rate=round_settings.sft_learning_rate, epochs=1,
-                                   batch_size=round_settings.batch_size, max_length=round_settings.max_length,
-                                   seed=round_settings.seed, device=device)
-            sft_result = train_sft(model_path=serving.path, demonstrations=demonstrations, config=sft_config,
-                                   out_dir=_checkpoint_dir(training_round, ModelVersion.Kind.SFT),
-                                   progress=_progress_reporter(training_round.pk, "SFT"))
-            start_path = str(sft_result.checkpoint)
-        reference_path = base.path if round_settings.reference == "base" else serving.path
-        if sft_result is not None and round_settings.reference_follows_sft:
-            reference_path = start_path
-        config = DPOConfig(
-            beta=round_settings.beta, learning_rate=round_settings.learning_rate, epochs=round_settings.epochs,
-            batch_size=round_settings.batch_size, max_length=round_settings.max_length,
-            reference_path=reference_path, lora_rank=round_settings.lora_rank, seed=round_settings.seed,
-            device=device,
-        )
-        result = train_dpo(
-            policy_path=start_path, pairs=pairs, config=config,
-            out_dir=_checkpoint_dir(training_round, ModelVersion.Kind.POLICY),
-            cache_dir=Path(settings.MODELS_DIR) / "reference-cache",
-            progress=_progress_reporter(training_round.pk, "DPO"),
-        )
+        labelled = None
+        if round_settings.policy_data != "human":
+            labelled = _label_on_policy_replies(training_round, serving, round_settings)
+        pairs = human_pairs + (labelled.pairs if round_settings.policy_data == "reward_labelled" else [])
+        if round_settings.policy_data == "best_of_n":
+            demonstrations = demonstrations + labelled.demonstrations
+        trained = _train_sft_then_dpo(training_round, serving, pairs, demonstrations, round_settings)
+        data = {
+            "policy_data": round_settings.policy_data,
+            "human_pairs": len(human_pairs),
+            "labelled_pairs": len(labelled.pairs) if labelled else 0,
+            "labelled_prompts": labelled.prompts if labelled else 0,
+            "labelled_dropped_small_gap": labelled.dropped_small_gap if labelled else 0,
+            "dpo_pairs": len(pairs) if trained.dpo else 0,
+            "sft_demonstrations": len(demonstrations),
+        }
 
         def finish(locked: TrainingRound) -> None:
             parent = serving
-            if sft_result is not None:
-                parent = _register_version(locked, kind=ModelVersion.Kind.SFT, path=sft_result.checkpoint,
-                                           parent=serving, metrics=sft_result.metrics, config=sft_config.to_dict())
-            _register_version(locked, kind=ModelVersion.Kind.POLICY, path=result.checkpoint, parent=serving,
-                              metrics={**result.metrics, "started_from": parent.name}, config=config.to_dict())
-            locked.metrics = {
-                **locked.metrics,
-                "dpo_pairs": len(pairs),
-                "sft_demonstrations": len(demonstrations),
-                "dpo_reward_accuracy": result.metrics.get("train_reward_accuracy"),
-                "dpo_reward_margin": result.metrics.get("train_reward_margin_mean"),
-                "dpo_loss": result.metrics.get("train_loss_mean"),
-            }
+            if trained.sft is not None and trained.dpo is not None:
+                parent = _register_version(locked, kind=ModelVersion.Kind.SFT, path=trained.sft.checkpoint,
+                                           parent=serving, metrics=trained.sft.metrics, config=trained.sft_config)
+            policy = trained.dpo or trained.sft
+            _register_version(locked, kind=ModelVersion.Kind.POLICY, path=policy.checkpoint, parent=serving,
+                              metrics={**policy.metrics, "started_from": parent.name}, config=trained.policy_config)
+            locked.metrics = {**locked.metrics, **data}
+            if trained.dpo is not None:
+                locked.metrics.update({
+                    "dpo_epochs": trained.policy_config["epochs"],
+                    "dpo_reward_accuracy": trained.dpo.metrics.get("train_reward_accuracy"),
+                    "dpo_reward_margin": trained.dpo.metrics.get("train_reward_margin_mean"),
+                    "dpo_loss": trained.dpo.metrics.get("train_loss_mean"),
+                })
 
         return finish
 
     return _run_step(round_id, Status.TRAINING_POLICY, work)
+
+
+def _label_on_policy_replies(training_round, serving: ModelVersion, round_settings: RoundSettings) -> Labelled:
+    """Sample n replies per training-pool prompt from the serving policy (batched) and let the
+    round's new reward model rank them. Evaluation prompts are never among them."""
+    prompts = selectors.prompts_for_generation(limit=round_settings.labelled_prompts)
+    if not prompts:
+        raise InvalidInput("There are no training prompts to sample on-policy replies for; load or import some.")
+    reward_model = ModelVersion.objects.get(training_round=training_round, kind=ModelVersion.Kind.REWARD)
+    contexts = [[{"role": "user", "content": prompt.text}] for prompt in prompts]
+    n = round_settings.labelled_candidates
+    TrainingRound.objects.filter(pk=training_round.pk).update(
+        step=f"Sampling {len(contexts)} prompts x {n} on-policy replies for the reward model to label", progress=0.0
+    )
+    sampling = GenerationConfig(candidates_per_context=n, max_new_tokens=round_settings.max_new_tokens,
+                                temperature=round_settings.temperature, seed=round_settings.seed + 104729 * training_round.number)
+    loaded = serving_model(serving.path)
+    texts = [[reply.text for reply in replies] for replies in generate_replies(loaded.model, loaded.tokenizer, contexts, sampling)]
+    TrainingRound.objects.filter(pk=training_round.pk).update(step="The reward model ranks the on-policy replies")
+    scores = reward_scores(reward_path=reward_model.path, contexts=[context for context in contexts for _ in range(n)],
+                           texts=[text for replies in texts for text in replies], max_length=round_settings.max_length,
+                           batch_size=round_settings.batch_size, device=settings.TRAINING_DEVICE or None)
+    rewards = [scores[index * n:(index + 1) * n] for index in range(len(contexts))]
+    labelled = label_with_rewards(contexts, texts, rewards, min_gap=round_settings.min_reward_gap)
+    _labelled_data_save(training_round, labelled)
+    return labelled
+
+
+def _labelled_data_save(training_round, labelled: Labelled) -> None:
+    """Keep the machine-labelled data beside the round's checkpoints, so what the policy learnt from
+    can be audited and reproduced (TRL's preference and prompt-completion formats)."""
+    directory = Path(settings.MODELS_DIR) / f"round-{training_round.number}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "reward-labelled-pairs.jsonl").write_text(
+        "".join(json.dumps(pair_to_trl_record(pair)) + "\n" for pair in labelled.pairs)
+    )
+    (directory / "best-of-n.jsonl").write_text("".join(
+        json.dumps({"prompt": item.prompt, "completion": [{"role": "assistant", "content": item.completion}]}) + "\n"
+        for item in labelled.demonstrations
+    ))
+
+
+@dataclass(frozen=True)
+class TrainedPolicy:
+    sft: TrainingResult | None
+    sft_config: dict
+    dpo: TrainingResult | None  # None with best_of_n: the SFT model is the policy.
+    policy_config: dict
+
+
+def _train_sft_then_dpo(training_round, serving, pairs, demonstrations, round_settings: RoundSettings) -> TrainedPolicy:
+    device = settings.TRAINING_DEVICE or None
+    start_path, sft_result, sft_config = serving.path, None, None
+    if demonstrations:
+        sft_config = SFTConfig(learning_rate=round_settings.sft_learning_rate, epochs=1,
+                               batch_size=round_settings.batch_size, max_length=round_settings.max_length,
+                               seed=round_settings.seed, device=device)
+        sft_result = train_sft(model_path=serving.path, demonstrations=demonstrations, config=sft_config,
+                               out_dir=_checkpoint_dir(training_round, ModelVersion.Kind.SFT),
+                               progress=_progress_reporter(training_round.pk, "SFT"))
+        start_path = str(sft_result.checkpoint)
+    if round_settings.policy_data == "best_of_n":
+        # The KL of a best-of-n policy is measured against the policy it was sampled from.
+        policy_config = {**sft_config.to_dict(), "reference_path": serving.path}
+        return TrainedPolicy(sft=sft_result, sft_config=sft_config.to_dict(), dpo=None, policy_config=policy_config)
+    if not pairs:
+        raise InvalidInput("No usable preference pairs to train the policy on (ties and both-bad are left out).")
+    reference_path = selectors.base_policy(serving).path if round_settings.reference == "base" else serving.path
+    if sft_result is not None and round_settings.reference_follows_sft:
+        reference_path = start_path
+    config = DPOConfig(
+        beta=round_settings.beta, learning_rate=round_settings.learning_rate,
+        epochs=dpo_epochs_for(round_settings, len(pairs)), batch_size=round_settings.batch_size,
+        max_length=round_settings.max_length, reference_path=reference_path, lora_rank=round_settings.lora_rank,
+        seed=round_settings.seed, device=device,
+    )
+    result = train_dpo(
+        policy_path=start_path, pairs=pairs, config=config,
+        out_dir=_checkpoint_dir(training_round, ModelVersion.Kind.POLICY),
+        cache_dir=Path(settings.MODELS_DIR) / "reference-cache",
+        progress=_progress_reporter(training_round.pk, "DPO"),
+    )
+    return TrainedPolicy(sft=sft_result, sft_config=sft_config.to_dict() if sft_config else {}, dpo=result,
+                         policy_config=config.to_dict())
 
 
 def round_evaluate(*, round_id: int) -> bool:
@@ -482,15 +567,21 @@ def round_evaluate(*, round_id: int) -> bool:
         texts = evaluation_set.prompts[: round_settings.evaluation_prompts]
         measured = _measure_on_evaluation_set(training_round, new_policy, reward_model, texts, round_settings)
 
+        refusal = _guard_refusal(measured.metrics, round_settings)
+
         def finish(locked: TrainingRound) -> None:
-            verdict_rewards = _verdict_comparisons_create(locked, new_policy, texts, measured, round_settings)
+            verdict_rewards = {}
+            if refusal is None:
+                verdict_rewards = _verdict_comparisons_create(locked, new_policy, texts, measured, round_settings)
             evaluation = {**measured.metrics, "verdict_comparisons": len(verdict_rewards)}
-            evaluation["warnings"] = _model_warnings(evaluation, round_settings)
+            evaluation["warnings"] = _model_warnings(evaluation, round_settings) + ([refusal] if refusal else [])
             ModelVersion.objects.filter(pk=new_policy.pk).update(metrics={**new_policy.metrics, "evaluation": evaluation})
             locked.evaluation_set = evaluation_set
             locked.metrics = {**locked.metrics, **evaluation, "verdict_rewards": verdict_rewards}
             # The new reward model is trained on every judgment so far, so it serves either way.
             model_version_promote(version=reward_model)
+            if refusal is not None:
+                _verdict_give(locked, promote=False, decided_by="guard")
 
         return finish
 
@@ -609,6 +700,23 @@ def _model_warnings(evaluation: dict, round_settings: RoundSettings) -> list[str
     return warnings
 
 
+def _guard_refusal(evaluation: dict, round_settings: RoundSettings) -> str | None:
+    """Why a policy must not go before people at all: it left its reference or stopped ending replies.
+
+    Such a policy has usually learnt to please the reward model at the expense of language, which
+    people reject at once; asking them to judge fifty such pairs wastes their time.
+    """
+    kl = evaluation.get("kl_k3")
+    if kl is not None and kl > round_settings.kl_guard:
+        return f"Refused by the guard: KL to the reference is {kl:.2f} nats per reply, above kl_guard {round_settings.kl_guard:g}."
+    drop = evaluation.get("eos_rate_serving", 0.0) - evaluation.get("eos_rate_new", 0.0)
+    if drop > round_settings.eos_drop_guard:
+        return (f"Refused by the guard: the share of replies that end fell by {drop:.2f} "
+                f"(from {evaluation['eos_rate_serving']:.2f} to {evaluation['eos_rate_new']:.2f}), "
+                f"more than eos_drop_guard {round_settings.eos_drop_guard:g}.")
+    return None
+
+
 def round_verdict_check(*, round_id: int) -> bool:
     """Record the people's verdict so far; promote or keep the serving policy once it is due.
 
@@ -679,7 +787,8 @@ def _verdict_give(locked: TrainingRound, *, promote: bool, decided_by: str) -> N
     locked.metrics = {**locked.metrics, "promoted": promote, "verdict_by": decided_by}
     locked.status = Status.COMPLETED
     locked.finished = timezone.now()
-    locked.step = f"Done: {'promoted' if promote else 'not promoted'} by {'people' if decided_by == 'people' else 'an admin'}"
+    deciders = {"people": "people", "admin": "an admin", "guard": "the KL and length guard"}
+    locked.step = f"Done: {'promoted' if promote else 'not promoted'} by {deciders[decided_by]}"
     locked.save()
     round_id = locked.pk
     transaction.on_commit(lambda: round_continue_loop(round_id=round_id))

@@ -14,7 +14,7 @@ from preference_app.core.models import ModelVersion
 from preference_app.core.services import InvalidInput
 from preference_app.rounds import selectors, services
 from preference_app.rounds.charts import round_charts
-from preference_app.rounds.round_settings import RoundSettings
+from preference_app.rounds.round_settings import PRESETS, RoundSettings
 
 
 def settings_fields(values: dict | None = None) -> list[dict]:
@@ -38,6 +38,8 @@ def settings_fields(values: dict | None = None) -> list[dict]:
 def dashboard(request: HttpRequest) -> HttpResponse:
     # `?control=length` shows ratings at equal reply length (Chatbot Arena's style control).
     style_control = request.GET.get("control") == "length"
+    # `?preset=standard` fills the start form with a preset's values; the admin can still edit them.
+    preset = request.GET.get("preset", "")
     context = {
         "progress": _progress_context(),
         "history": selectors.round_history(),
@@ -46,7 +48,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "style_control": style_control,
         "annotators": selectors.annotator_statistics(),
         "versions": ModelVersion.objects.select_related("training_round", "parent").order_by("-id")[:30],
-        "settings_fields": settings_fields(),
+        "settings_fields": settings_fields(PRESETS.get(preset)),
+        "presets": [(name, name.replace("_", " ")) for name in PRESETS],
+        "preset": preset if preset in PRESETS else "",
         "can_manage": request.user.has_perm("core.start_round"),
     }
     return render(request, "rounds/dashboard.html", context)

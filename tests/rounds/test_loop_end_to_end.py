@@ -31,7 +31,7 @@ LOOP_SETTINGS = {
     "prompts_per_round": 48, "candidates_per_prompt": 4, "max_new_tokens": 32, "judgment_target": 96,
     "batch_size": 8, "max_length": 256, "learning_rate": 3e-4, "epochs": 2, "reward_learning_rate": 1e-4,
     "reference": "previous", "head_to_head": False, "eval_max_new_tokens": 32, "evaluation_prompts": 50,
-    "verdict_judgments": 50, "promote_above": 0.3,
+    "verdict_judgments": 50, "promote_above": 0.3, "auto_epochs": False,
 }
 SAMPLES_PER_PROMPT = 32
 RULE_PROMPTS = 10

@@ -26,6 +26,9 @@ ROUND = {
     "prompts_per_round": 48, "candidates_per_prompt": 4, "max_new_tokens": 32, "judgment_target": 96,
     "batch_size": 8, "max_length": 256, "reward_learning_rate": 3e-4, "reward_epochs": 2, "head_to_head": False,
     "eval_max_new_tokens": 32, "evaluation_prompts": 50, "verdict_judgments": 50, "seed": 1,
+    # The guard would refuse the over-optimised policy before people saw it (test_policy_data.py
+    # shows that); here people are to judge it.
+    "kl_guard": 1000.0, "eos_drop_guard": 1.0,
 }
 # Each verdict rests on 50 single head-to-heads: the standard error of a win rate is at most 0.071,
 # so the gaps asserted below (reward model above 0.7 while people are below 0.5; in trial runs 0.94

@@ -3,7 +3,7 @@
 import pytest
 
 from preference_app.core.services import InvalidInput
-from preference_app.rounds.round_settings import RoundSettings
+from preference_app.rounds.round_settings import AUTO_MAX_EPOCHS, PRESETS, RoundSettings, dpo_epochs_for
 
 
 def test_form_strings_are_coerced_to_the_right_types():
@@ -30,3 +30,19 @@ def test_nonsense_is_rejected_with_a_clear_message(values, message):
 def test_settings_survive_a_round_trip_through_json():
     settings = RoundSettings(beta=0.3, reference="previous", lora_rank=8)
     assert RoundSettings.from_dict(settings.to_dict()) == settings
+
+
+def test_every_preset_is_valid_and_the_dashboard_fills_the_form_with_it(client, admin_user):
+    client.force_login(admin_user)
+    for name, values in PRESETS.items():
+        RoundSettings.from_dict(values)
+        page = client.get(f"/rounds/?preset={name}").content.decode()
+        assert f'name="prompts_per_round" value="{values["prompts_per_round"]}"' in page
+
+
+def test_dpo_epochs_grow_for_small_data_and_stay_as_configured_for_large():
+    settings_values = RoundSettings(batch_size=8, epochs=1)
+    assert dpo_epochs_for(settings_values, 31) == AUTO_MAX_EPOCHS  # ceil(32 * 8 / 31) = 9, capped.
+    assert dpo_epochs_for(settings_values, 128) == 2
+    assert dpo_epochs_for(settings_values, 1000) == 1
+    assert dpo_epochs_for(RoundSettings(auto_epochs=False, epochs=1), 31) == 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from training import dpo as dpo_module
 from training.checkpoints import CONFIG_FILE, METRICS_FILE, load_causal_lm, read_json
+from training.data import PreferencePair
 from training.dpo import DPOConfig, train_dpo
-from training.reward import RewardConfig, train_reward_model
+from training.reward import RewardConfig, accuracy_fell, best_epoch, train_reward_model
 from training.sft import SFTConfig, train_sft
 
 
@@ -135,3 +137,26 @@ def test_gradient_checkpointing_gives_the_same_training_as_without(tiny_policy_d
                            reference_path=str(sharp_reference_dir), gradient_checkpointing=checkpointing)
         losses.append(train_dpo(policy_path=tiny_policy_dir, pairs=pairs, config=config).metrics["train_loss"])
     assert abs(losses[0] - losses[1]) <= 1e-5 * abs(losses[0])
+
+
+def test_reward_early_stopping_stops_once_held_out_accuracy_falls_below_the_best():
+    assert not accuracy_fell([0.5, 0.6, 0.6])
+    assert accuracy_fell([0.5, 0.7, 0.6])
+    assert best_epoch([0.5, 0.7, 0.6, 0.7]) == 1
+
+
+def test_reward_early_stopping_records_each_epoch_and_keeps_the_best_epochs_weights(tiny_policy_dir, tmp_path):
+    train = [PreferencePair(prompt=[{"role": "user", "content": f"Question {n}?"}], chosen="Yes, gladly.",
+                            rejected="No.") for n in range(8)]
+    held_out = [PreferencePair(prompt=[{"role": "user", "content": f"Other {n}?"}], chosen="Yes, gladly.",
+                               rejected="No.") for n in range(4)]
+    result = train_reward_model(
+        model_path=tiny_policy_dir, train_pairs=train, eval_pairs=held_out, out_dir=tmp_path / "rm",
+        config=RewardConfig(learning_rate=1e-3, epochs=3, batch_size=4, max_length=64, device="cpu",
+                            early_stopping=True),
+    )
+    accuracies = result.metrics["epoch_eval_accuracies"]
+    assert 1 <= len(accuracies) <= 3
+    assert result.metrics["best_epoch"] == best_epoch(accuracies)
+    # The saved model scores the held-out pairs as the best epoch did, not as the last one.
+    assert result.metrics["eval_accuracy"] == pytest.approx(accuracies[result.metrics["best_epoch"]])
