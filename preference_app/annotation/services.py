@@ -143,8 +143,12 @@ def assignment_next(*, annotator, now: datetime | None = None) -> Assignment | N
     return None
 
 
+NOT_GIVEN_TO_YOU = "This comparison was not given to you; the next one has been loaded instead."
+
+
 def _assignment_for(
-    *, annotator, comparison_id: int, sources: list[str], relations: tuple[str, ...] = ("comparison",)
+    *, annotator, comparison_id: int, sources: list[str], relations: tuple[str, ...] = ("comparison",),
+    refusal: str = NOT_GIVEN_TO_YOU,
 ) -> Assignment:
     """This annotator's assignment to the comparison, with `relations` fetched in the same query."""
     assignment = (
@@ -153,19 +157,19 @@ def _assignment_for(
         .first()
     )
     if assignment is None:
-        raise InvalidInput("This comparison was not given to you; the next one has been loaded instead.")
+        raise InvalidInput(refusal)
     return assignment
 
 
 def _judge(
-    *, annotator, assignment: Assignment, preference: str, rationale: str, flags: list[str] | None, now: datetime
+    *, annotator, assignment: Assignment, choice: str, strength: int | None, rationale: str,
+    flags: list[str] | None, now: datetime,
 ) -> JudgmentOutcome:
-    """Store the judgment of an assignment; position and time come from the assignment, not the browser.
+    """Store the judgment of an assignment; position and time come from the assignment, not the client.
 
     The stored left side is the one drawn when the pair was served, and the time spent runs from then
-    to now, so neither can be forged or lost by the page.
+    to now, so neither can be forged or lost by the page or a script.
     """
-    choice, strength = preference_to_choice(preference=preference, left_candidate=assignment.left_candidate)
     with transaction.atomic():
         outcome = judgment_submit(
             annotator=annotator,
@@ -196,9 +200,39 @@ def assignment_judge(
     comparison collecting one judgment more than its overlap target.
     """
     assignment = _assignment_for(annotator=annotator, comparison_id=comparison_id, sources=selectors.QUEUE_SOURCES)
-    return _judge(
-        annotator=annotator, assignment=assignment, preference=preference, rationale=rationale, flags=flags, now=now or timezone.now()
+    choice, strength = preference_to_choice(preference=preference, left_candidate=assignment.left_candidate)
+    return _judge(annotator=annotator, assignment=assignment, choice=choice, strength=strength, rationale=rationale,
+                  flags=flags, now=now or timezone.now())
+
+
+def assignment_judge_by_choice(
+    *,
+    annotator,
+    comparison_id: int,
+    choice: str,
+    strength: int | None,
+    rationale: str = "",
+    flags: list[str] | None = None,
+    now: datetime | None = None,
+) -> JudgmentOutcome:
+    """Judge a queue comparison leased to this annotator, in terms of candidates a and b (the API).
+
+    The same path as the page: only a comparison served to the caller (POST /api/assignments/next/)
+    can be judged, the left side and the time spent come from the lease, and a comparison that met
+    its overlap target while the caller's lease had lapsed is refused rather than over-judged.
+    """
+    now = now or timezone.now()
+    assignment = _assignment_for(
+        annotator=annotator, comparison_id=comparison_id, sources=selectors.QUEUE_SOURCES,
+        refusal="This comparison is not leased to you: take one with POST /api/assignments/next/ first.",
     )
+    comparison = assignment.comparison
+    lapsed = assignment.status != Assignment.Status.OPEN or assignment.expires_at <= now
+    already_mine = assignment.status == Assignment.Status.JUDGED
+    if lapsed and not already_mine and comparison.judgment_count >= comparison.overlap_target:
+        raise InvalidInput("Your lease on this comparison lapsed and it has all the judgments it needs; take the next one.")
+    return _judge(annotator=annotator, assignment=assignment, choice=choice, strength=strength, rationale=rationale,
+                  flags=flags, now=now)
 
 
 def assignment_skip(*, annotator, comparison_id: int) -> None:
@@ -426,9 +460,9 @@ def chat_judge(
             raise InvalidInput("That comparison belongs to another conversation.")
         pair = selectors.shown_pair(assignment=assignment)
         edit = _edited_reply(pair=pair, edit_left=edit_left, edit_right=edit_right)
-        outcome = _judge(
-            annotator=annotator, assignment=assignment, preference=preference, rationale=rationale, flags=flags, now=now
-        )
+        choice, strength = preference_to_choice(preference=preference, left_candidate=assignment.left_candidate)
+        outcome = _judge(annotator=annotator, assignment=assignment, choice=choice, strength=strength,
+                         rationale=rationale, flags=flags, now=now)
         if not outcome.created:
             return ChatJudgmentOutcome(created=False)
         if edit is not None:

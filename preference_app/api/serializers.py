@@ -106,21 +106,32 @@ class JudgmentSerializer(serializers.ModelSerializer):
 
 
 class JudgmentCreateSerializer(serializers.Serializer):
+    """A judgment of a comparison leased to the caller. Which reply was shown on the left and the
+    seconds spent are the server's (from the lease), never the client's, so they cannot be forged."""
+
     comparison = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     choice = serializers.ChoiceField(choices=Judgment.Choice.choices)
     strength = serializers.IntegerField(allow_null=True, required=False, default=None, min_value=1, max_value=4)
-    left_candidate = serializers.ChoiceField(choices=Judgment.Side.choices)
     rationale = serializers.CharField(max_length=MAX_RATIONALE_CHARS, allow_blank=True, required=False, default="")
     flags = serializers.ListField(
         child=serializers.ChoiceField(choices=sorted(ALLOWED_FLAGS)), max_length=len(ALLOWED_FLAGS), required=False
     )
-    seconds_spent = serializers.FloatField(min_value=0.0, max_value=86400.0, required=False, default=0.0)
 
-    def validate_comparison(self, value: int) -> Comparison:
-        comparison = Comparison.objects.filter(pk=value).first()
-        if comparison is None:
-            raise serializers.ValidationError("No comparison has this id.")
-        return comparison
+
+class AssignmentCandidateSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    text = serializers.CharField()
+
+
+class AssignmentSerializer(serializers.Serializer):
+    """A comparison leased to the caller: judge it with POST /api/judgments/ before `expires_at`."""
+
+    comparison = serializers.IntegerField(source="comparison.id")
+    messages = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+    candidate_a = AssignmentCandidateSerializer(source="comparison.candidate_a")
+    candidate_b = AssignmentCandidateSerializer(source="comparison.candidate_b")
+    left_candidate = serializers.CharField(source="assignment.left_candidate")
+    expires_at = serializers.DateTimeField(source="assignment.expires_at")
 
 
 class TrainingRoundSerializer(serializers.ModelSerializer):

@@ -10,6 +10,7 @@ urlpatterns = [
     path("prompts/<int:pk>/", views.PromptDetailView.as_view(), name="prompt-detail"),
     path("comparisons/", views.ComparisonListView.as_view(), name="comparison-list"),
     path("comparisons/<int:pk>/", views.ComparisonDetailView.as_view(), name="comparison-detail"),
+    path("assignments/next/", views.AssignmentNextView.as_view(), name="assignment-next"),
     path("judgments/", views.JudgmentListView.as_view(), name="judgment-list"),
     path("judgments/<int:pk>/", views.JudgmentDetailView.as_view(), name="judgment-detail"),
     path("rounds/", views.TrainingRoundListView.as_view(), name="round-list"),

@@ -15,6 +15,8 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from preference_app.annotation.selectors import shown_pair
+from preference_app.annotation.services import assignment_judge_by_choice, assignment_next
 from preference_app.api import formats, selectors, services
 from preference_app.api.export import dataset_card, export_chunks, export_row_count
 from preference_app.api.filters import (
@@ -28,6 +30,7 @@ from preference_app.api.filters import (
 from preference_app.api.models import ExportJob
 from preference_app.api.permissions import HasRolePermission
 from preference_app.api.serializers import (
+    AssignmentSerializer,
     ComparisonSerializer,
     ExportJobSerializer,
     ExportQuerySerializer,
@@ -40,7 +43,7 @@ from preference_app.api.serializers import (
 )
 from preference_app.core import login_limits
 from preference_app.core.models import Prompt
-from preference_app.core.services import InvalidInput, judgment_submit, prompt_create
+from preference_app.core.services import InvalidInput, prompt_create
 from preference_app.core.views import LOCKED_OUT
 
 EXPORT = "core.export_preferences"
@@ -143,16 +146,38 @@ class JudgmentListView(_ApiView, generics.ListAPIView):
 
     @extend_schema(request=JudgmentCreateSerializer, responses={200: JudgmentSerializer, 201: JudgmentSerializer})
     def post(self, request):
-        """Judge a comparison as the requesting annotator; a repeated submit returns the first (200)."""
+        """Judge a comparison leased to the requesting annotator (POST /api/assignments/next/); a
+        repeated submit returns the first judgment (200)."""
         data = _validated(JudgmentCreateSerializer, request.data).validated_data
         try:
-            outcome = judgment_submit(annotator=request.user, **data)
+            outcome = assignment_judge_by_choice(annotator=request.user, comparison_id=data.pop("comparison"), **data)
         except InvalidInput as error:
             raise _invalid(error) from None
         return Response(
             JudgmentSerializer(outcome.judgment).data,
             status=status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK,
         )
+
+
+@extend_schema(tags=["judgments"])
+class AssignmentNextView(_ApiView, generics.GenericAPIView):
+    """Lease the next comparison to judge, as the annotation page does: the same queue, overlap
+    targets and lease time. Asking again while a lease is open returns the same comparison."""
+
+    required_permissions = {"POST": ("core.add_judgment",)}
+    serializer_class = AssignmentSerializer
+
+    @extend_schema(request=None, responses={200: AssignmentSerializer, 204: None})
+    def post(self, request):
+        assignment = assignment_next(annotator=request.user)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        pair = shown_pair(assignment=assignment)
+        return Response(AssignmentSerializer({
+            "assignment": assignment,
+            "comparison": pair.comparison,
+            "messages": [{"role": turn.role, "content": turn.text} for turn in pair.context],
+        }).data)
 
 
 @extend_schema(tags=["judgments"])

@@ -1,15 +1,17 @@
-"""/api/judgments/: submitting one's own judgments, reading them, filters, ordering and paging."""
+"""/api/judgments/ and /api/assignments/next/: leasing and judging as the page does, refusing forged
+judgments, reading one's own, filters, ordering and paging."""
 
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
+from preference_app.annotation.models import Assignment
 from preference_app.api.pseudonyms import annotator_pseudonym
 from preference_app.core.models import Judgment
-from tests.api.conftest import judge, make_comparison, make_model_version, make_round
+from tests.api.conftest import client_for, judge, make_comparison, make_model_version, make_round
 
-VALID = {"choice": "a", "strength": 3, "left_candidate": "b", "rationale": "Clearer.", "flags": ["unsafe"],
-         "seconds_spent": 12.5}
+VALID = {"choice": "a", "strength": 3, "rationale": "Clearer.", "flags": ["unsafe"]}
 
 
 @pytest.fixture
@@ -17,19 +19,70 @@ def comparison(db):
     return make_comparison()
 
 
+def lease(client) -> dict:
+    response = client.post("/api/assignments/next/", format="json")
+    assert response.status_code == 200, response.content
+    return response.data
+
+
 def post(client, target, **overrides):
     return client.post("/api/judgments/", {"comparison": target.pk, **VALID, **overrides}, format="json")
 
 
-def test_an_annotator_submits_a_judgment_as_themselves(clients, comparison, annotator):
+def test_an_annotator_leases_a_comparison_and_judges_it_as_themselves(clients, comparison, annotator):
+    leased = lease(clients["annotator"])
+    assert leased["comparison"] == comparison.pk
+    assert leased["messages"] == [{"role": "user", "content": "Hello?"}]
+    assert (leased["candidate_a"]["text"], leased["candidate_b"]["text"]) == ("Hi.", "Hello there.")
     response = post(clients["annotator"], comparison)
     assert response.status_code == 201
     stored = Judgment.objects.get()
-    assert stored.annotator == annotator and stored.flags == ["unsafe"] and stored.seconds_spent == 12.5
+    assert stored.annotator == annotator and stored.flags == ["unsafe"]
     assert response.data["annotator"] == annotator_pseudonym(annotator.pk)
+    # Which side was on the left and the time spent come from the lease, not from the client.
+    assert stored.left_candidate == leased["left_candidate"]
+    assert 0 <= stored.seconds_spent < 60
+
+
+def test_the_left_side_and_seconds_a_client_sends_are_ignored(clients, comparison):
+    leased = lease(clients["annotator"])
+    forged_side = "a" if leased["left_candidate"] == "b" else "b"
+    assert post(clients["annotator"], comparison, left_candidate=forged_side, seconds_spent=86400).status_code == 201
+    stored = Judgment.objects.get()
+    assert stored.left_candidate == leased["left_candidate"] and stored.seconds_spent < 60
+
+
+def test_a_comparison_not_leased_to_the_caller_is_refused_and_nothing_is_stored(clients, comparison, annotators):
+    lease(client_for(annotators[0]))  # Leased to someone else.
+    response = post(clients["annotator"], comparison)
+    assert response.status_code == 400 and "not leased to you" in response.data["detail"]
+    assert Judgment.objects.count() == 0
+
+
+def test_another_annotators_live_chat_comparison_cannot_be_judged_through_the_api(clients, db):
+    chat = make_comparison(source="live_chat")
+    response = post(clients["annotator"], chat)
+    assert response.status_code == 400
+    assert Judgment.objects.count() == 0
+
+
+def test_a_comparison_at_its_overlap_target_is_refused_after_the_lease_lapsed(clients, comparison, annotators):
+    lease(clients["annotator"])
+    Assignment.objects.update(expires_at=timezone.now())  # The lease lapses ...
+    other = client_for(annotators[0])
+    lease(other)  # ... someone else takes the comparison and judges it.
+    assert post(other, comparison).status_code == 201
+    response = post(clients["annotator"], comparison)
+    assert response.status_code == 400 and "all the judgments it needs" in response.data["detail"]
+    assert Judgment.objects.count() == 1
+
+
+def test_an_empty_queue_answers_no_content(clients, db):
+    assert clients["annotator"].post("/api/assignments/next/", format="json").status_code == 204
 
 
 def test_a_repeated_submit_returns_the_first_judgment(clients, comparison):
+    lease(clients["annotator"])
     first = post(clients["annotator"], comparison)
     second = post(clients["annotator"], comparison, choice="b", strength=1)
     assert (first.status_code, second.status_code) == (201, 200)
@@ -46,12 +99,8 @@ def test_a_repeated_submit_returns_the_first_judgment(clients, comparison):
         {"strength": "3.5"},
         {"strength": None},
         {"choice": "tie", "strength": 2},
-        {"left_candidate": "c"},
         {"flags": ["boring"]},
         {"flags": "unsafe"},
-        {"seconds_spent": -1},
-        {"seconds_spent": 1e300},
-        {"seconds_spent": "NaN"},
         {"rationale": "x" * 5001},
         {"rationale": "null \x00 byte"},
         {"comparison": 999999},
@@ -60,6 +109,7 @@ def test_a_repeated_submit_returns_the_first_judgment(clients, comparison):
     ],
 )
 def test_bad_input_is_refused_and_nothing_is_stored(clients, comparison, overrides):
+    lease(clients["annotator"])
     response = post(clients["annotator"], comparison, **overrides)
     assert response.status_code == 400
     assert Judgment.objects.count() == 0

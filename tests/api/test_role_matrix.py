@@ -43,8 +43,9 @@ MATRIX = [
     ("get", "/api/comparisons/", None, (403, 403, 200, 200)),
     ("get", "/api/comparisons/{comparison}/", None, (403, 403, 200, 200)),
     ("get", "/api/judgments/", None, (403, 200, 200, 200)),
-    ("post", "/api/judgments/", {"comparison": "{comparison}", "choice": "b", "strength": 2, "left_candidate": "a"},
-     (403, 201, 403, 403)),
+    ("post", "/api/assignments/next/", None, (403, 200, 403, 403)),
+    ("post", "/api/judgments/", {"comparison": "{comparison}", "choice": "b", "strength": 2},
+     (403, 400, 403, 403)),
     # Another annotator's judgment: hidden from this annotator (404), readable by researchers and admins.
     ("get", "/api/judgments/{judgment}/", None, (403, 404, 200, 200)),
     ("get", "/api/rounds/", None, (403, 403, 200, 200)),

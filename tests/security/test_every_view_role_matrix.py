@@ -47,6 +47,7 @@ MATRIX = [
     ("get", "/api/comparisons/", (403, 403, 200, 200)),
     ("get", "/api/comparisons/{comparison}/", (403, 403, 200, 200)),
     ("get", "/api/judgments/", (403, 200, 200, 200)),
+    ("post", "/api/assignments/next/", (403, 200, 403, 403)),
     ("post", "/api/judgments/", (403, 400, 403, 403)),
     ("get", "/api/judgments/{judgment}/", (403, 404, 200, 200)),
     ("get", "/api/rounds/", (403, 403, 200, 200)),
