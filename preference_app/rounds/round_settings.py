@@ -167,11 +167,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "prompts_per_round": 32, "candidates_per_prompt": 4, "max_new_tokens": 96, "judgment_target": 64,
         "max_length": 512, "eval_max_new_tokens": 64, "evaluation_prompts": 50, "verdict_judgments": 40,
         "policy_data": "reward_labelled", "labelled_prompts": 64, "labelled_candidates": 4, "learning_rate": 1e-5,
+        "reward_epochs": 2,
     },
     "careful": {
         "prompts_per_round": 64, "candidates_per_prompt": 4, "max_new_tokens": 128, "judgment_target": 128,
         "overlap_target": 2, "max_length": 768, "eval_max_new_tokens": 96, "evaluation_prompts": 50,
         "verdict_judgments": 100, "verdict_confidence": 0.95, "policy_data": "reward_labelled",
         "labelled_prompts": 128, "labelled_candidates": 8, "learning_rate": 5e-6, "kl_guard": 10.0,
+        "reward_epochs": 3,
     },
 }

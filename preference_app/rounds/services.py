@@ -430,12 +430,17 @@ def round_train_policy(*, round_id: int) -> bool:
         human_pairs, _ = selectors.preference_pairs(held_out_split=False)
         demonstrations = selectors.demonstrations_for_sft()
         labelled = None
-        if round_settings.policy_data != "human":
-            labelled = _label_on_policy_replies(training_round, serving, round_settings)
-        pairs = human_pairs + (labelled.pairs if round_settings.policy_data == "reward_labelled" else [])
         if round_settings.policy_data == "best_of_n":
+            # Rejection sampling: the best of n replies of the policy now serving.
+            labelled = _label_on_policy_replies(training_round, serving.path, round_settings)
             demonstrations = demonstrations + labelled.demonstrations
-        trained = _train_sft_then_dpo(training_round, serving, pairs, demonstrations, round_settings)
+        sft = _train_sft(training_round, serving, demonstrations, round_settings)
+        pairs = human_pairs
+        if round_settings.policy_data == "reward_labelled":
+            # On-policy for the model DPO starts from: the SFT model when the round ran SFT.
+            labelled = _label_on_policy_replies(training_round, sft.start_path, round_settings)
+            pairs = human_pairs + labelled.pairs
+        trained = _train_dpo(training_round, serving, sft, pairs, round_settings)
         data = {
             "policy_data": round_settings.policy_data,
             "human_pairs": len(human_pairs),
@@ -468,9 +473,9 @@ def round_train_policy(*, round_id: int) -> bool:
     return _run_step(round_id, Status.TRAINING_POLICY, work)
 
 
-def _label_on_policy_replies(training_round, serving: ModelVersion, round_settings: RoundSettings) -> Labelled:
-    """Sample n replies per training-pool prompt from the serving policy (batched) and let the
-    round's new reward model rank them. Evaluation prompts are never among them."""
+def _label_on_policy_replies(training_round, policy_path: str, round_settings: RoundSettings) -> Labelled:
+    """Sample n replies per training-pool prompt from the policy at `policy_path` (batched) and let
+    the round's new reward model rank them. Evaluation prompts are never among them."""
     prompts = selectors.prompts_for_generation(limit=round_settings.labelled_prompts)
     if not prompts:
         raise InvalidInput("There are no training prompts to sample on-policy replies for; load or import some.")
@@ -482,7 +487,7 @@ def _label_on_policy_replies(training_round, serving: ModelVersion, round_settin
     )
     sampling = GenerationConfig(candidates_per_context=n, max_new_tokens=round_settings.max_new_tokens,
                                 temperature=round_settings.temperature, seed=round_settings.seed + 104729 * training_round.number)
-    loaded = serving_model(serving.path)
+    loaded = serving_model(policy_path)
     texts = [[reply.text for reply in replies] for replies in generate_replies(loaded.model, loaded.tokenizer, contexts, sampling)]
     TrainingRound.objects.filter(pk=training_round.pk).update(step="The reward model ranks the on-policy replies")
     scores = reward_scores(reward_path=reward_model.path, contexts=[context for context in contexts for _ in range(n)],
@@ -509,6 +514,13 @@ def _labelled_data_save(training_round, labelled: Labelled) -> None:
 
 
 @dataclass(frozen=True)
+class SFTStep:
+    start_path: str  # Where DPO starts: the SFT model when there were demonstrations, else the serving policy.
+    result: TrainingResult | None
+    config: dict
+
+
+@dataclass(frozen=True)
 class TrainedPolicy:
     sft: TrainingResult | None
     sft_config: dict
@@ -516,40 +528,42 @@ class TrainedPolicy:
     policy_config: dict
 
 
-def _train_sft_then_dpo(training_round, serving, pairs, demonstrations, round_settings: RoundSettings) -> TrainedPolicy:
-    device = settings.TRAINING_DEVICE or None
-    start_path, sft_result, sft_config = serving.path, None, None
-    if demonstrations:
-        sft_config = SFTConfig(learning_rate=round_settings.sft_learning_rate, epochs=1,
-                               batch_size=round_settings.batch_size, max_length=round_settings.max_length,
-                               seed=round_settings.seed, device=device)
-        sft_result = train_sft(model_path=serving.path, demonstrations=demonstrations, config=sft_config,
-                               out_dir=_checkpoint_dir(training_round, ModelVersion.Kind.SFT),
-                               progress=_progress_reporter(training_round.pk, "SFT"))
-        start_path = str(sft_result.checkpoint)
+def _train_sft(training_round, serving, demonstrations, round_settings: RoundSettings) -> SFTStep:
+    if not demonstrations:
+        return SFTStep(start_path=serving.path, result=None, config={})
+    config = SFTConfig(learning_rate=round_settings.sft_learning_rate, epochs=1, batch_size=round_settings.batch_size,
+                       max_length=round_settings.max_length, seed=round_settings.seed,
+                       device=settings.TRAINING_DEVICE or None)
+    result = train_sft(model_path=serving.path, demonstrations=demonstrations, config=config,
+                       out_dir=_checkpoint_dir(training_round, ModelVersion.Kind.SFT),
+                       progress=_progress_reporter(training_round.pk, "SFT"))
+    return SFTStep(start_path=str(result.checkpoint), result=result, config=config.to_dict())
+
+
+def _train_dpo(training_round, serving, sft: SFTStep, pairs, round_settings: RoundSettings) -> TrainedPolicy:
+    """DPO from where SFT left off; with best_of_n, the SFT model itself is the new policy."""
     if round_settings.policy_data == "best_of_n":
         # The KL of a best-of-n policy is measured against the policy it was sampled from.
-        policy_config = {**sft_config.to_dict(), "reference_path": serving.path}
-        return TrainedPolicy(sft=sft_result, sft_config=sft_config.to_dict(), dpo=None, policy_config=policy_config)
+        return TrainedPolicy(sft=sft.result, sft_config=sft.config, dpo=None,
+                             policy_config={**sft.config, "reference_path": serving.path})
     if not pairs:
         raise InvalidInput("No usable preference pairs to train the policy on (ties and both-bad are left out).")
     reference_path = selectors.base_policy(serving).path if round_settings.reference == "base" else serving.path
-    if sft_result is not None and round_settings.reference_follows_sft:
-        reference_path = start_path
+    if sft.result is not None and round_settings.reference_follows_sft:
+        reference_path = sft.start_path
     config = DPOConfig(
         beta=round_settings.beta, learning_rate=round_settings.learning_rate,
         epochs=dpo_epochs_for(round_settings, len(pairs)), batch_size=round_settings.batch_size,
         max_length=round_settings.max_length, reference_path=reference_path, lora_rank=round_settings.lora_rank,
-        seed=round_settings.seed, device=device,
+        seed=round_settings.seed, device=settings.TRAINING_DEVICE or None,
     )
     result = train_dpo(
-        policy_path=start_path, pairs=pairs, config=config,
+        policy_path=sft.start_path, pairs=pairs, config=config,
         out_dir=_checkpoint_dir(training_round, ModelVersion.Kind.POLICY),
         cache_dir=Path(settings.MODELS_DIR) / "reference-cache",
         progress=_progress_reporter(training_round.pk, "DPO"),
     )
-    return TrainedPolicy(sft=sft_result, sft_config=sft_config.to_dict() if sft_config else {}, dpo=result,
-                         policy_config=config.to_dict())
+    return TrainedPolicy(sft=sft.result, sft_config=sft.config, dpo=result, policy_config=config.to_dict())
 
 
 def round_evaluate(*, round_id: int) -> bool:
@@ -599,33 +613,39 @@ class EvaluationSamples:
 
 
 def _measure_on_evaluation_set(training_round, new_policy, reward_model, texts, round_settings) -> EvaluationSamples:
-    """Sample the new, serving and base policies once per evaluation prompt; KL on the new policy's
-    sampled ids; every reply scored by the round's reward model, normalised on the base's replies."""
+    """Sample the new, serving and base policies once per evaluation prompt as they serve (the
+    round's temperature and nucleus): the head-to-heads people judge, their lengths and endings,
+    and every reply scored by the round's reward model, normalised on the base's replies. KL is
+    measured on a second sample of the new policy at temperature 1 with no nucleus cut, the only
+    setting in which the KL estimators are unbiased (on samples of pi itself)."""
     serving = new_policy.parent
     base = selectors.base_policy(new_policy)
     contexts = [[{"role": "user", "content": text}] for text in texts]
     device = settings.TRAINING_DEVICE or None
-    # Temperature 1 and no nucleus cut: the KL estimators are unbiased only on samples of pi itself.
-    generation = GenerationConfig(candidates_per_context=1, temperature=1.0, top_p=1.0,
-                                  max_new_tokens=round_settings.eval_max_new_tokens,
-                                  seed=round_settings.seed + training_round.number)
+    seed = round_settings.seed + 1000 * training_round.number
+    served = GenerationConfig(candidates_per_context=1, temperature=round_settings.temperature,
+                              max_new_tokens=round_settings.eval_max_new_tokens, seed=seed)
+    # Each policy gets its own seed: with one seed, two nearly equal policies would write the same
+    # reply and people would be asked to compare a text with itself.
+    seeded = [GenerationConfig(**{**served.to_dict(), "seed": seed + offset}) for offset in range(3)]
+    pure = GenerationConfig(candidates_per_context=1, temperature=1.0, top_p=1.0,
+                            max_new_tokens=round_settings.eval_max_new_tokens, seed=seed + 3)
 
     def step(text: str, progress: float) -> None:
         TrainingRound.objects.filter(pk=training_round.pk).update(step=text, progress=progress)
 
     step(f"Sampling the new policy on {len(contexts)} evaluation prompts", 0.05)
-    new = sample_policy(policy_path=new_policy.path, contexts=contexts, generation=generation, device=device)
-    step("KL to the reference on the sampled tokens", 0.3)
+    new = sample_policy(policy_path=new_policy.path, contexts=contexts, generation=seeded[0], device=device)
+    step("KL to the reference on tokens sampled at temperature 1", 0.2)
+    kl_samples = sample_policy(policy_path=new_policy.path, contexts=contexts, generation=pure, device=device)
     reference_path = new_policy.config.get("reference_path") or base.path
-    kl = kl_to_reference(policy_path=new_policy.path, reference_path=reference_path, contexts=contexts, replies=new,
-                         max_context_tokens=generation.max_context_tokens, batch_size=round_settings.batch_size,
-                         device=device)
+    kl = kl_to_reference(policy_path=new_policy.path, reference_path=reference_path, contexts=contexts,
+                         replies=kl_samples, max_context_tokens=pure.max_context_tokens,
+                         batch_size=round_settings.batch_size, device=device)
     step("Sampling the serving policy", 0.45)
-    serving_replies = sample_policy(policy_path=serving.path, contexts=contexts, generation=generation, device=device)
-    base_replies = serving_replies
-    if base.pk != serving.pk:
-        step("Sampling the base policy", 0.6)
-        base_replies = sample_policy(policy_path=base.path, contexts=contexts, generation=generation, device=device)
+    serving_replies = sample_policy(policy_path=serving.path, contexts=contexts, generation=seeded[1], device=device)
+    step("Sampling the base policy", 0.6)
+    base_replies = sample_policy(policy_path=base.path, contexts=contexts, generation=seeded[2], device=device)
     step("Scoring every reply with the round's reward model", 0.75)
     scores = reward_scores(reward_path=reward_model.path, contexts=contexts * 3,
                            texts=[reply.text for reply in [*new, *serving_replies, *base_replies]],
@@ -652,7 +672,7 @@ def _measure_on_evaluation_set(training_round, new_policy, reward_model, texts, 
         "kl_per_sample": {"k1": kl.k1, "k3": kl.k3},
     }
     return EvaluationSamples(new=new, serving=serving_replies, new_rewards=new_rewards,
-                             serving_rewards=serving_rewards, sampling=generation.to_dict(), metrics=metrics)
+                             serving_rewards=serving_rewards, sampling=served.to_dict(), metrics=metrics)
 
 
 def _verdict_comparisons_create(training_round, new_policy, texts, measured: EvaluationSamples, round_settings) -> dict:

@@ -1,0 +1,59 @@
+"""Preference rules for simulated annotators in benchmarks: a hidden taste a loop should learn.
+
+Each rule is `rule(prompt, first, second) -> (choice, strength)`: choice "a" when `first` is the
+better reply, "b" when `second` is, "tie" when the rule cannot tell them apart; strength 1-4 as an
+annotator gives it (1, and not used, for a tie). A rule looks at one property only, and when both replies
+have it or neither does it says "tie" rather than break the tie on something else (length, say):
+a tie-break would be a second taste the policy could learn instead of the first, and the learning
+curve would no longer measure the property alone. Ties are left out of training by the app.
+
+Rules are symmetric: swapping `first` and `second` swaps "a" and "b" and keeps the strength.
+
+`shorter_reply` is for smoke runs only: replies of a few tokens almost never hold a list or a
+question, so the two rules above call every pair a tie and a round has nothing to train on.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A sentence that ends in "?": some letters, then anything but a sentence end, then the question mark.
+QUESTION = re.compile(r"[A-Za-z][^.!?\n]*\?")
+# A list item: a line that starts (after indentation) with "- ", "* ", "• ", "1. " or "1) ".
+LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+\S", re.MULTILINE)
+MIN_LIST_ITEMS = 2
+STRENGTH = 3  # "Clearly better": the property is either there or not.
+
+
+def asks_question(text: str) -> bool:
+    """True when the reply contains a sentence ending in a question mark."""
+    return QUESTION.search(text) is not None
+
+
+def has_list(text: str) -> bool:
+    """True when the reply has at least MIN_LIST_ITEMS bulleted or numbered lines."""
+    return len(LIST_ITEM.findall(text)) >= MIN_LIST_ITEMS
+
+
+def _prefer(first_has: bool, second_has: bool) -> tuple[str, int]:
+    if first_has == second_has:
+        return "tie", 1  # Strength is not used for a tie; 1 keeps it in the documented range.
+    return ("a" if first_has else "b"), STRENGTH
+
+
+def asks_clarifying_question(prompt: str, first: str, second: str) -> tuple[str, int]:
+    """Prefer the reply that asks the user a question (a sentence ending in "?"); else a tie."""
+    return _prefer(asks_question(first), asks_question(second))
+
+
+def bulleted_list(prompt: str, first: str, second: str) -> tuple[str, int]:
+    """Prefer the reply that contains a bulleted or numbered list (two or more items); else a tie."""
+    return _prefer(has_list(first), has_list(second))
+
+
+def shorter_reply(prompt: str, first: str, second: str) -> tuple[str, int]:
+    """Prefer the shorter reply in characters (bench/round.py's rule); for smoke runs, since it
+    decides almost every pair however short the replies are."""
+    if len(first) == len(second):
+        return "tie", 1
+    return ("a" if len(first) < len(second) else "b"), 2
