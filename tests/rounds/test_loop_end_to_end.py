@@ -16,9 +16,8 @@ import pytest
 from preference_app.core import roles
 from preference_app.core.models import ModelVersion, TrainingRound
 from preference_app.core.services import builtin_prompts_load
-from preference_app.rounds import services
-from tests.conftest import make_user, wait_for
-from tests.rounds.simulated_annotators import judge_round, plainer_words
+from tests.conftest import make_user
+from tests.rounds.simulated_annotators import plainer_words, round_run_and_judged
 from training.checkpoints import load_causal_lm
 from training.generate import GenerationConfig, generate_replies
 
@@ -42,19 +41,8 @@ REQUIRED_PREFERENCE_RATE = 0.58
 
 
 def run_round(annotators) -> TrainingRound:
-    training_round = services.round_start(settings_values=LOOP_SETTINGS)
-    collecting = wait_for(lambda: TrainingRound.objects.filter(pk=training_round.pk, status__in=["collecting", "failed"]).first(),
-                          timeout=300, message=f"round {training_round.number} to collect")
-    assert collecting.status == "collecting", collecting.error
-    judge_round(training_round, annotators, plainer_words, source="generated")
-    awaiting = wait_for(
-        lambda: TrainingRound.objects.filter(pk=training_round.pk, status__in=["awaiting_verdict", "failed"]).first(),
-        timeout=900, message=f"round {training_round.number} to be evaluated",
-    )
-    assert awaiting.status == "awaiting_verdict", awaiting.error
-    judge_round(training_round, annotators, plainer_words, source="verdict")
-    done = TrainingRound.objects.get(pk=training_round.pk)
-    assert done.status == "completed" and done.metrics["promoted"], done.metrics
+    done = round_run_and_judged(LOOP_SETTINGS, annotators, plainer_words)
+    assert done.metrics["promoted"], done.metrics
     return done
 
 
