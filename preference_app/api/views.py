@@ -334,6 +334,10 @@ class ExportJobCardView(_ApiView, APIView):
         return FileResponse(path.open("rb"), as_attachment=True, filename="README.md", content_type="text/markdown")
 
 
+def _username_of(data) -> str:
+    return str(data.get("username", "")) if isinstance(data, dict) else ""
+
+
 class TokenView(ObtainAuthToken):
     """DRF's token endpoint under the same failed-login limit as the login page.
 
@@ -341,7 +345,12 @@ class TokenView(ObtainAuthToken):
     """
 
     def post(self, request, *args, **kwargs):
-        address, username = request.META.get("REMOTE_ADDR", ""), str(request.data.get("username", ""))
+        if not isinstance(request.data, dict):
+            # A JSON list, string, number or null: there is no user name to read, and DRF's
+            # serializer would fail on it with a server error instead of saying what is wrong.
+            return Response({"detail": "Send a JSON object with username and password."},
+                            status=status.HTTP_400_BAD_REQUEST)
+        address, username = request.META.get("REMOTE_ADDR", ""), _username_of(request.data)
         if not login_limits.login_allowed(address=address, username=username):
             minutes = max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)
             return Response({"detail": LOCKED_OUT.format(minutes=minutes)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
@@ -353,6 +362,6 @@ class TokenView(ObtainAuthToken):
         # A wrong password raises a validation error inside post(); it is counted here.
         if isinstance(exc, ValidationError):
             login_limits.login_failure_record(
-                address=self.request.META.get("REMOTE_ADDR", ""), username=str(self.request.data.get("username", ""))
+                address=self.request.META.get("REMOTE_ADDR", ""), username=_username_of(self.request.data)
             )
         return super().handle_exception(exc)

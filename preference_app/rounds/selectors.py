@@ -64,14 +64,16 @@ def preference_pairs(*, held_out_split: bool) -> tuple[list[PreferencePair], lis
     The same pairs and aggregation rule as the researchers' export (api.selectors): the most common
     choice of a comparison's judgments decides it, ties and both-bad outcomes are left out, and the
     margin is the mean strength of the agreeing judgments. Pairs whose opening prompt belongs to an
-    evaluation set are left out, whatever their source (verdict head-to-heads, imports, chats).
+    evaluation set are left out, whatever their source (verdict head-to-heads, imports, chats), and
+    so are comparisons anyone flagged unsafe or unusable: a flag says the pair should not teach.
     With `held_out_split`, the pairs of one prompt in ten (by text hash) go to the second list.
     """
     excluded = evaluation_prompt_hashes()
+    flagged = set(Judgment.objects.exclude(flags=[]).values_list("comparison_id", flat=True))
     train, held_out = [], []
     for exported in preference_pairs_iter(filters=PreferenceFilters()):
         opening = opening_prompt_sha256(exported.messages)
-        if opening in excluded:
+        if opening in excluded or exported.comparison_id in flagged:
             continue
         pair = PreferencePair(prompt=exported.messages, chosen=exported.chosen, rejected=exported.rejected,
                               margin=exported.margin)

@@ -1,4 +1,5 @@
-"""The frozen evaluation set: chosen once, hashed, recorded on rounds, and never trained on."""
+"""The frozen evaluation set, chosen once, hashed, recorded on rounds and never trained on; and the
+other pairs kept out of training (flagged ones)."""
 
 import json
 
@@ -6,7 +7,7 @@ import pytest
 
 from preference_app.api.services import preferences_import
 from preference_app.core import roles
-from preference_app.core.models import Demonstration, EvaluationSet, Prompt
+from preference_app.core.models import Demonstration, EvaluationSet, Judgment, Prompt
 from preference_app.core.services import InvalidInput, builtin_prompts_load, text_sha256
 from preference_app.rounds import selectors, services
 from preference_app.rounds.evaluation_sets import (
@@ -103,3 +104,12 @@ def test_the_held_out_split_keeps_every_comparison_of_a_prompt_on_one_side(tmp_p
     assert len(train) + len(held_out) == 180
     assert held_out_prompts and not (train_prompts & held_out_prompts)
     assert len(held_out) == 3 * len(held_out_prompts)
+
+
+def test_a_comparison_anyone_flagged_never_trains_the_reward_model_or_the_policy(tmp_path):
+    path = tmp_path / "hh.jsonl"
+    path.write_text("\n".join([hh_line("Is this fine?", "Yes.", "No."), hh_line("And this?", "Sure.", "Nope.")]) + "\n")
+    preferences_import(path=path, file_format="hh")
+    Judgment.objects.filter(comparison__conversation__turns__text="And this?").update(flags=["unsafe"])
+    train, held_out = selectors.preference_pairs(held_out_split=True)
+    assert [pair.prompt[0]["content"] for pair in train + held_out] == ["Is this fine?"]

@@ -76,3 +76,10 @@ def test_malformed_prompt_files_are_refused_and_store_nothing(db, tmp_path, cont
     with pytest.raises(CommandError, match="Nothing was imported"):
         call_command("import_prompts", str(path))
     assert not Prompt.objects.exists()
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"x"', b"42", b"null", b"true"])
+def test_a_token_request_that_is_not_a_json_object_gets_a_400_not_a_server_error(db, body):
+    response = APIClient().post("/api/auth/token/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert "JSON object" in response.json()["detail"]
