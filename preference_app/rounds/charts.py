@@ -30,14 +30,14 @@ def round_charts(history: list[TrainingRound]) -> list[SafeString]:
         ],
     )
     charts = [
-        line_chart("Reward-model accuracy: held-out vs new replies",
+        line_chart("RM accuracy: held-out vs new replies",
                    [_series(rounds, "held-out", "reward_held_out_accuracy"),
                     _series(rounds, "on new replies (people)", "reward_accuracy_on_new_replies")],
                    x_label="round (a widening gap: over-optimisation)", y_label="accuracy"),
         line_chart("DPO reward accuracy and margin", [_series(rounds, "accuracy", "dpo_reward_accuracy"),
                                                       _series(rounds, "margin", "dpo_reward_margin")],
                    x_label="round", y_label="value"),
-        line_chart("New policy beats serving: people vs model",
+        line_chart("P(new beats serving): people vs RM",
                    [_series(rounds, "people", "human_win_rate"), _series(rounds, "people, low", "human_win_rate_low"),
                     _series(rounds, "reward model", "reward_model_win_rate")],
                    x_label="round", y_label="P(new beats serving)"),
