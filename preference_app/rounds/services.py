@@ -15,15 +15,10 @@ is older than ROUND_STALL_SECONDS, so the dashboard shows what happened and a re
 
 from __future__ import annotations
 
-import json
 import logging
-import random
-import statistics
 import threading
-import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,11 +31,9 @@ from preference_app.core.model_store import serving_model
 from preference_app.core.models import (
     Candidate,
     Comparison,
-    Conversation,
     Judgment,
     ModelVersion,
     TrainingRound,
-    Turn,
 )
 from preference_app.core.selectors import messages_before, model_version_serving
 from preference_app.core.services import (
@@ -53,16 +46,23 @@ from preference_app.core.services import (
     task_enqueue_on_commit,
 )
 from preference_app.rounds import selectors, verdicts
+from preference_app.rounds.evaluation import (
+    guard_refusal,
+    measure_on_evaluation_set,
+    model_warnings,
+    verdict_comparisons_create,
+)
 from preference_app.rounds.evaluation_sets import evaluation_set_active_ensure
-from preference_app.rounds.round_settings import RoundSettings, dpo_epochs_for
-from training.data import pair_to_trl_record
-from training.dpo import DPOConfig, train_dpo
-from training.evaluate import kl_to_reference, reward_scores, sample_policy, win_rate
-from training.generate import GeneratedReply, GenerationConfig, generate_replies
-from training.labelling import Labelled, label_with_rewards
-from training.optim import TrainingResult
+from preference_app.rounds.policy_step import (
+    checkpoint_dir,
+    label_on_policy_replies,
+    progress_reporter,
+    train_dpo_step,
+    train_sft_step,
+)
+from preference_app.rounds.round_settings import RoundSettings
+from training.generate import GenerationConfig, generate_replies
 from training.reward import RewardConfig, score_replies, train_reward_model
-from training.sft import SFTConfig, train_sft
 
 logger = logging.getLogger(__name__)
 
@@ -142,22 +142,6 @@ def _claim_step(round_id: int, status: str) -> bool:
             status=status, step_claimed=now, started=now, progress=0.0, step="Starting"
         )
     )
-
-
-def _progress_reporter(round_id: int, label: str) -> Callable[[int, int, float], None]:
-    """A training progress callback that writes to the round at most once a second."""
-    last_write = [0.0]
-
-    def report(step: int, total: int, loss: float) -> None:
-        now = time.monotonic()
-        if now - last_write[0] < 1.0 and step < total:
-            return
-        last_write[0] = now
-        TrainingRound.objects.filter(pk=round_id).update(
-            progress=step / max(1, total), step=f"{label}: step {step}/{total}, loss {loss:.4f}"
-        )
-
-    return report
 
 
 class _Heartbeat:
@@ -360,10 +344,6 @@ def round_collection_check(*, round_id: int) -> bool:
     return round_training_begin(round_id=round_id)
 
 
-def _checkpoint_dir(training_round: TrainingRound, kind: str) -> Path:
-    return Path(settings.MODELS_DIR) / f"round-{training_round.number}" / kind
-
-
 def _register_version(training_round, *, kind: str, path: Path, parent: ModelVersion, metrics: dict, config: dict) -> ModelVersion:
     version, _ = ModelVersion.objects.get_or_create(
         training_round=training_round,
@@ -395,10 +375,10 @@ def round_train_reward(*, round_id: int) -> bool:
             use_margin=round_settings.reward_use_margin, seed=round_settings.seed,
             device=settings.TRAINING_DEVICE or None, early_stopping=True,
         )
-        out_dir = _checkpoint_dir(training_round, ModelVersion.Kind.REWARD)
+        out_dir = checkpoint_dir(training_round, ModelVersion.Kind.REWARD)
         result = train_reward_model(
             model_path=serving.path, train_pairs=train_pairs, eval_pairs=held_out_pairs or None, config=config,
-            out_dir=out_dir, progress=_progress_reporter(training_round.pk, "Reward model"),
+            out_dir=out_dir, progress=progress_reporter(training_round.pk, "Reward model"),
         )
 
         def finish(locked: TrainingRound) -> None:
@@ -432,15 +412,15 @@ def round_train_policy(*, round_id: int) -> bool:
         labelled = None
         if round_settings.policy_data == "best_of_n":
             # Rejection sampling: the best of n replies of the policy now serving.
-            labelled = _label_on_policy_replies(training_round, serving.path, round_settings)
+            labelled = label_on_policy_replies(training_round, serving.path, round_settings)
             demonstrations = demonstrations + labelled.demonstrations
-        sft = _train_sft(training_round, serving, demonstrations, round_settings)
+        sft = train_sft_step(training_round, serving, demonstrations, round_settings)
         pairs = human_pairs
         if round_settings.policy_data == "reward_labelled":
             # On-policy for the model DPO starts from: the SFT model when the round ran SFT.
-            labelled = _label_on_policy_replies(training_round, sft.start_path, round_settings)
+            labelled = label_on_policy_replies(training_round, sft.start_path, round_settings)
             pairs = human_pairs + labelled.pairs
-        trained = _train_dpo(training_round, serving, sft, pairs, round_settings)
+        trained = train_dpo_step(training_round, serving, sft, pairs, round_settings)
         data = {
             "policy_data": round_settings.policy_data,
             "human_pairs": len(human_pairs),
@@ -473,99 +453,6 @@ def round_train_policy(*, round_id: int) -> bool:
     return _run_step(round_id, Status.TRAINING_POLICY, work)
 
 
-def _label_on_policy_replies(training_round, policy_path: str, round_settings: RoundSettings) -> Labelled:
-    """Sample n replies per training-pool prompt from the policy at `policy_path` (batched) and let
-    the round's new reward model rank them. Evaluation prompts are never among them."""
-    prompts = selectors.prompts_for_generation(limit=round_settings.labelled_prompts)
-    if not prompts:
-        raise InvalidInput("There are no training prompts to sample on-policy replies for; load or import some.")
-    reward_model = ModelVersion.objects.get(training_round=training_round, kind=ModelVersion.Kind.REWARD)
-    contexts = [[{"role": "user", "content": prompt.text}] for prompt in prompts]
-    n = round_settings.labelled_candidates
-    TrainingRound.objects.filter(pk=training_round.pk).update(
-        step=f"Sampling {len(contexts)} prompts x {n} on-policy replies for the reward model to label", progress=0.0
-    )
-    sampling = GenerationConfig(candidates_per_context=n, max_new_tokens=round_settings.max_new_tokens,
-                                temperature=round_settings.temperature, seed=round_settings.seed + 104729 * training_round.number)
-    loaded = serving_model(policy_path)
-    texts = [[reply.text for reply in replies] for replies in generate_replies(loaded.model, loaded.tokenizer, contexts, sampling)]
-    TrainingRound.objects.filter(pk=training_round.pk).update(step="The reward model ranks the on-policy replies")
-    scores = reward_scores(reward_path=reward_model.path, contexts=[context for context in contexts for _ in range(n)],
-                           texts=[text for replies in texts for text in replies], max_length=round_settings.max_length,
-                           batch_size=round_settings.batch_size, device=settings.TRAINING_DEVICE or None)
-    rewards = [scores[index * n:(index + 1) * n] for index in range(len(contexts))]
-    labelled = label_with_rewards(contexts, texts, rewards, min_gap=round_settings.min_reward_gap)
-    _labelled_data_save(training_round, labelled)
-    return labelled
-
-
-def _labelled_data_save(training_round, labelled: Labelled) -> None:
-    """Keep the machine-labelled data beside the round's checkpoints, so what the policy learnt from
-    can be audited and reproduced (TRL's preference and prompt-completion formats)."""
-    directory = Path(settings.MODELS_DIR) / f"round-{training_round.number}"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "reward-labelled-pairs.jsonl").write_text(
-        "".join(json.dumps(pair_to_trl_record(pair)) + "\n" for pair in labelled.pairs)
-    )
-    (directory / "best-of-n.jsonl").write_text("".join(
-        json.dumps({"prompt": item.prompt, "completion": [{"role": "assistant", "content": item.completion}]}) + "\n"
-        for item in labelled.demonstrations
-    ))
-
-
-@dataclass(frozen=True)
-class SFTStep:
-    start_path: str  # Where DPO starts: the SFT model when there were demonstrations, else the serving policy.
-    result: TrainingResult | None
-    config: dict
-
-
-@dataclass(frozen=True)
-class TrainedPolicy:
-    sft: TrainingResult | None
-    sft_config: dict
-    dpo: TrainingResult | None  # None with best_of_n: the SFT model is the policy.
-    policy_config: dict
-
-
-def _train_sft(training_round, serving, demonstrations, round_settings: RoundSettings) -> SFTStep:
-    if not demonstrations:
-        return SFTStep(start_path=serving.path, result=None, config={})
-    config = SFTConfig(learning_rate=round_settings.sft_learning_rate, epochs=1, batch_size=round_settings.batch_size,
-                       max_length=round_settings.max_length, seed=round_settings.seed,
-                       device=settings.TRAINING_DEVICE or None)
-    result = train_sft(model_path=serving.path, demonstrations=demonstrations, config=config,
-                       out_dir=_checkpoint_dir(training_round, ModelVersion.Kind.SFT),
-                       progress=_progress_reporter(training_round.pk, "SFT"))
-    return SFTStep(start_path=str(result.checkpoint), result=result, config=config.to_dict())
-
-
-def _train_dpo(training_round, serving, sft: SFTStep, pairs, round_settings: RoundSettings) -> TrainedPolicy:
-    """DPO from where SFT left off; with best_of_n, the SFT model itself is the new policy."""
-    if round_settings.policy_data == "best_of_n":
-        # The KL of a best-of-n policy is measured against the policy it was sampled from.
-        return TrainedPolicy(sft=sft.result, sft_config=sft.config, dpo=None,
-                             policy_config={**sft.config, "reference_path": serving.path})
-    if not pairs:
-        raise InvalidInput("No usable preference pairs to train the policy on (ties and both-bad are left out).")
-    reference_path = selectors.base_policy(serving).path if round_settings.reference == "base" else serving.path
-    if sft.result is not None and round_settings.reference_follows_sft:
-        reference_path = sft.start_path
-    config = DPOConfig(
-        beta=round_settings.beta, learning_rate=round_settings.learning_rate,
-        epochs=dpo_epochs_for(round_settings, len(pairs)), batch_size=round_settings.batch_size,
-        max_length=round_settings.max_length, reference_path=reference_path, lora_rank=round_settings.lora_rank,
-        seed=round_settings.seed, device=settings.TRAINING_DEVICE or None,
-    )
-    result = train_dpo(
-        policy_path=sft.start_path, pairs=pairs, config=config,
-        out_dir=_checkpoint_dir(training_round, ModelVersion.Kind.POLICY),
-        cache_dir=Path(settings.MODELS_DIR) / "reference-cache",
-        progress=_progress_reporter(training_round.pk, "DPO"),
-    )
-    return TrainedPolicy(sft=sft.result, sft_config=sft.config, dpo=result, policy_config=config.to_dict())
-
-
 def round_evaluate(*, round_id: int) -> bool:
     """Put the new policy before people: blind head-to-heads against the serving policy on the
     frozen evaluation prompts, plus what the models can tell at once (KL, length, the reward
@@ -579,16 +466,16 @@ def round_evaluate(*, round_id: int) -> bool:
         reward_model = ModelVersion.objects.get(training_round=training_round, kind=ModelVersion.Kind.REWARD)
         evaluation_set = training_round.evaluation_set or evaluation_set_active_ensure()
         texts = evaluation_set.prompts[: round_settings.evaluation_prompts]
-        measured = _measure_on_evaluation_set(training_round, new_policy, reward_model, texts, round_settings)
+        measured = measure_on_evaluation_set(training_round, new_policy, reward_model, texts, round_settings)
 
-        refusal = _guard_refusal(measured.metrics, round_settings)
+        refusal = guard_refusal(measured.metrics, round_settings)
 
         def finish(locked: TrainingRound) -> None:
             verdict_rewards = {}
             if refusal is None:
-                verdict_rewards = _verdict_comparisons_create(locked, new_policy, texts, measured, round_settings)
+                verdict_rewards = verdict_comparisons_create(locked, new_policy, texts, measured, round_settings)
             evaluation = {**measured.metrics, "verdict_comparisons": len(verdict_rewards)}
-            evaluation["warnings"] = _model_warnings(evaluation, round_settings) + ([refusal] if refusal else [])
+            evaluation["warnings"] = model_warnings(evaluation, round_settings) + ([refusal] if refusal else [])
             ModelVersion.objects.filter(pk=new_policy.pk).update(metrics={**new_policy.metrics, "evaluation": evaluation})
             locked.evaluation_set = evaluation_set
             locked.metrics = {**locked.metrics, **evaluation, "verdict_rewards": verdict_rewards}
@@ -600,141 +487,6 @@ def round_evaluate(*, round_id: int) -> bool:
         return finish
 
     return _run_step(round_id, Status.EVALUATING, work)
-
-
-@dataclass(frozen=True)
-class EvaluationSamples:
-    new: list[GeneratedReply]
-    serving: list[GeneratedReply]
-    new_rewards: list[float]  # Normalised on the base policy's replies (mean 0, sd 1).
-    serving_rewards: list[float]
-    sampling: dict
-    metrics: dict
-
-
-def _measure_on_evaluation_set(training_round, new_policy, reward_model, texts, round_settings) -> EvaluationSamples:
-    """Sample the new, serving and base policies once per evaluation prompt as they serve (the
-    round's temperature and nucleus): the head-to-heads people judge, their lengths and endings,
-    and every reply scored by the round's reward model, normalised on the base's replies. KL is
-    measured on a second sample of the new policy at temperature 1 with no nucleus cut, the only
-    setting in which the KL estimators are unbiased (on samples of pi itself)."""
-    serving = new_policy.parent
-    base = selectors.base_policy(new_policy)
-    contexts = [[{"role": "user", "content": text}] for text in texts]
-    device = settings.TRAINING_DEVICE or None
-    seed = round_settings.seed + 1000 * training_round.number
-    served = GenerationConfig(candidates_per_context=1, temperature=round_settings.temperature,
-                              max_new_tokens=round_settings.eval_max_new_tokens, seed=seed)
-    # Each policy gets its own seed: with one seed, two nearly equal policies would write the same
-    # reply and people would be asked to compare a text with itself.
-    seeded = [GenerationConfig(**{**served.to_dict(), "seed": seed + offset}) for offset in range(3)]
-    pure = GenerationConfig(candidates_per_context=1, temperature=1.0, top_p=1.0,
-                            max_new_tokens=round_settings.eval_max_new_tokens, seed=seed + 3)
-
-    def step(text: str, progress: float) -> None:
-        TrainingRound.objects.filter(pk=training_round.pk).update(step=text, progress=progress)
-
-    step(f"Sampling the new policy on {len(contexts)} evaluation prompts", 0.05)
-    new = sample_policy(policy_path=new_policy.path, contexts=contexts, generation=seeded[0], device=device)
-    step("KL to the reference on tokens sampled at temperature 1", 0.2)
-    kl_samples = sample_policy(policy_path=new_policy.path, contexts=contexts, generation=pure, device=device)
-    reference_path = new_policy.config.get("reference_path") or base.path
-    kl = kl_to_reference(policy_path=new_policy.path, reference_path=reference_path, contexts=contexts,
-                         replies=kl_samples, max_context_tokens=pure.max_context_tokens,
-                         batch_size=round_settings.batch_size, device=device)
-    step("Sampling the serving policy", 0.45)
-    serving_replies = sample_policy(policy_path=serving.path, contexts=contexts, generation=seeded[1], device=device)
-    step("Sampling the base policy", 0.6)
-    base_replies = sample_policy(policy_path=base.path, contexts=contexts, generation=seeded[2], device=device)
-    step("Scoring every reply with the round's reward model", 0.75)
-    scores = reward_scores(reward_path=reward_model.path, contexts=contexts * 3,
-                           texts=[reply.text for reply in [*new, *serving_replies, *base_replies]],
-                           max_length=round_settings.max_length, batch_size=round_settings.batch_size, device=device)
-    count = len(contexts)
-    base_mean = statistics.fmean(scores[2 * count:])
-    base_sd = statistics.pstdev(scores[2 * count:]) if count > 1 else 0.0
-    normalised = [(score - base_mean) / max(base_sd, 1e-6) for score in scores]
-    new_rewards, serving_rewards = normalised[:count], normalised[count: 2 * count]
-    reward_model_win_rate, _ = win_rate(new_rewards, serving_rewards)
-    metrics = {
-        "evaluation_prompts": count,
-        **{f"kl_{name}": value for name, value in kl.estimate.to_dict().items() if name != "samples"},
-        "kl_reference_path": str(reference_path),
-        "mean_length_new": statistics.fmean(reply.token_count for reply in new),
-        "mean_length_serving": statistics.fmean(reply.token_count for reply in serving_replies),
-        "eos_rate_new": statistics.fmean(reply.finished_with_eos for reply in new),
-        "eos_rate_serving": statistics.fmean(reply.finished_with_eos for reply in serving_replies),
-        "truncated_new": sum(not reply.finished_with_eos for reply in new),
-        "reward_model_win_rate": reward_model_win_rate,
-        "reward_new": statistics.fmean(new_rewards),
-        "reward_serving": statistics.fmean(serving_rewards),
-        "reward_normalisation": {"base_mean": base_mean, "base_sd": base_sd, "policy": base.name},
-        "kl_per_sample": {"k1": kl.k1, "k3": kl.k3},
-    }
-    return EvaluationSamples(new=new, serving=serving_replies, new_rewards=new_rewards,
-                             serving_rewards=serving_rewards, sampling=served.to_dict(), metrics=metrics)
-
-
-def _verdict_comparisons_create(training_round, new_policy, texts, measured: EvaluationSamples, round_settings) -> dict:
-    """One blind head-to-head per evaluation prompt, the new policy first or second at random.
-
-    Returns {comparison id: [new reply's reward, serving reply's reward]} for scoring the reward
-    model against the people later.
-    """
-    rng = random.Random(round_settings.seed * 7919 + training_round.number)
-    rewards = {}
-    for text, new, serving, new_reward, serving_reward in zip(
-        texts, measured.new, measured.serving, measured.new_rewards, measured.serving_rewards
-    ):
-        conversation = Conversation.objects.create(source=Conversation.Source.EVALUATION)
-        Turn.objects.create(conversation=conversation, index=0, role=Turn.Role.USER, text=text)
-        new_candidate, serving_candidate = (
-            Candidate.objects.create(
-                conversation=conversation, context_length=1, text=reply.text, model_version=version,
-                sampling=measured.sampling, token_count=reply.token_count,
-                finished_with_eos=reply.finished_with_eos, generation_seconds=reply.seconds,
-            )
-            for reply, version in ((new, new_policy), (serving, new_policy.parent))
-        )
-        first, second = (new_candidate, serving_candidate) if rng.random() < 0.5 else (serving_candidate, new_candidate)
-        comparison = Comparison.objects.create(
-            conversation=conversation, context_length=1, candidate_a=first, candidate_b=second,
-            training_round=training_round, source=Comparison.Source.VERDICT,
-            overlap_target=round_settings.overlap_target,
-        )
-        rewards[str(comparison.pk)] = [new_reward, serving_reward]
-    return rewards
-
-
-def _model_warnings(evaluation: dict, round_settings: RoundSettings) -> list[str]:
-    """Signs that the policy moved where the reward model is no guide: KL or length ran away."""
-    warnings = []
-    kl = evaluation.get("kl_k3")
-    if kl is not None and kl > round_settings.warn_kl:
-        warnings.append(f"KL to the reference is {kl:.2f} nats per reply, above {round_settings.warn_kl:g}.")
-    new_length, serving_length = evaluation.get("mean_length_new"), evaluation.get("mean_length_serving")
-    if new_length and serving_length:
-        ratio = new_length / serving_length
-        if ratio > round_settings.warn_length_ratio or ratio < 1 / round_settings.warn_length_ratio:
-            warnings.append(f"Mean reply length changed {ratio:.2f}-fold ({serving_length:.0f} to {new_length:.0f} tokens).")
-    return warnings
-
-
-def _guard_refusal(evaluation: dict, round_settings: RoundSettings) -> str | None:
-    """Why a policy must not go before people at all: it left its reference or stopped ending replies.
-
-    Such a policy has usually learnt to please the reward model at the expense of language, which
-    people reject at once; asking them to judge fifty such pairs wastes their time.
-    """
-    kl = evaluation.get("kl_k3")
-    if kl is not None and kl > round_settings.kl_guard:
-        return f"Refused by the guard: KL to the reference is {kl:.2f} nats per reply, above kl_guard {round_settings.kl_guard:g}."
-    drop = evaluation.get("eos_rate_serving", 0.0) - evaluation.get("eos_rate_new", 0.0)
-    if drop > round_settings.eos_drop_guard:
-        return (f"Refused by the guard: the share of replies that end fell by {drop:.2f} "
-                f"(from {evaluation['eos_rate_serving']:.2f} to {evaluation['eos_rate_new']:.2f}), "
-                f"more than eos_drop_guard {round_settings.eos_drop_guard:g}.")
-    return None
 
 
 def round_verdict_check(*, round_id: int) -> bool:
