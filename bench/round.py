@@ -53,7 +53,7 @@ def main() -> None:
 
     from preference_app.core.models import Comparison, TrainingRound
     from preference_app.core.services import builtin_prompts_load, judgment_submit, model_version_base_ensure
-    from preference_app.rounds import services
+    from preference_app.rounds import services, steps
 
     call_command("migrate", verbosity=0)
     builtin_prompts_load()
@@ -77,7 +77,7 @@ def main() -> None:
         return result
 
     training_round = services.round_start(settings_values=settings_values)
-    timed("1. generate candidates", lambda: services.round_generate(round_id=training_round.pk))
+    timed("1. generate candidates", lambda: steps.round_generate(round_id=training_round.pk))
     comparisons = list(Comparison.objects.filter(training_round=training_round).select_related("candidate_a", "candidate_b"))
 
     def judge_all(comparisons):
@@ -90,9 +90,9 @@ def main() -> None:
                             strength=None if choice == "tie" else 2, left_candidate="a")
 
     timed(f"   judge {len(comparisons)} comparisons (simulated)", lambda: judge_all(comparisons))
-    timed("2. train reward model", lambda: services.round_train_reward(round_id=training_round.pk))
-    timed("3. train policy (DPO)", lambda: services.round_train_policy(round_id=training_round.pk))
-    timed(f"   evaluate on {args.evaluation_prompts} evaluation prompts", lambda: services.round_evaluate(round_id=training_round.pk))
+    timed("2. train reward model", lambda: steps.round_train_reward(round_id=training_round.pk))
+    timed("3. train policy (DPO)", lambda: steps.round_train_policy(round_id=training_round.pk))
+    timed(f"   evaluate on {args.evaluation_prompts} evaluation prompts", lambda: steps.round_evaluate(round_id=training_round.pk))
     head_to_heads = list(Comparison.objects.filter(training_round=training_round, source="verdict")
                          .select_related("candidate_a", "candidate_b"))
     timed(f"   judge {len(head_to_heads)} head-to-heads (simulated)", lambda: judge_all(head_to_heads))

@@ -10,7 +10,7 @@ curve would no longer measure the property alone. Ties are left out of training 
 Rules are symmetric: swapping `first` and `second` swaps "a" and "b" and keeps the strength.
 
 `shorter_reply` is for smoke runs only: replies of a few tokens almost never hold a list or a
-question, so the two rules above call every pair a tie and a round has nothing to train on.
+question, so the rules above call nearly every pair a tie and a round has nothing to train on.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import re
 # A sentence that ends in "?": some letters, then anything but a sentence end, then the question mark.
 QUESTION = re.compile(r"[A-Za-z][^.!?\n]*\?")
 # A list item: a line that starts (after indentation) with "- ", "* ", "• ", "1. " or "1) ".
+# A figure: any decimal digit ("3 cups", "1990", "10%").
+DIGIT = re.compile(r"[0-9]")
 LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+\S", re.MULTILINE)
 MIN_LIST_ITEMS = 2
 STRENGTH = 3  # "Clearly better": the property is either there or not.
@@ -33,6 +35,11 @@ def asks_question(text: str) -> bool:
 def has_list(text: str) -> bool:
     """True when the reply has at least MIN_LIST_ITEMS bulleted or numbered lines."""
     return len(LIST_ITEM.findall(text)) >= MIN_LIST_ITEMS
+
+
+def has_figure(text: str) -> bool:
+    """True when the reply contains a digit: a number, a date, a quantity."""
+    return DIGIT.search(text) is not None
 
 
 def _prefer(first_has: bool, second_has: bool) -> tuple[str, int]:
@@ -49,6 +56,15 @@ def asks_clarifying_question(prompt: str, first: str, second: str) -> tuple[str,
 def bulleted_list(prompt: str, first: str, second: str) -> tuple[str, int]:
     """Prefer the reply that contains a bulleted or numbered list (two or more items); else a tie."""
     return _prefer(has_list(first), has_list(second))
+
+
+def gives_figures(prompt: str, first: str, second: str) -> tuple[str, int]:
+    """Prefer the reply that gives a concrete figure (contains a digit); else a tie.
+
+    SmolLM2's own replies contain a digit about a quarter of the time, so this rule decides more than
+    a third of random pairs, where bulleted_list decides about a fifth and a question about a seventh.
+    """
+    return _prefer(has_figure(first), has_figure(second))
 
 
 def shorter_reply(prompt: str, first: str, second: str) -> tuple[str, int]:

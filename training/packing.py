@@ -216,7 +216,8 @@ def unwrap(model: torch.nn.Module) -> PreTrainedModel:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _check_supported(model: PreTrainedModel) -> None:
+def check_supported(model: PreTrainedModel) -> None:
+    """Refuse models whose logits are scaled after the LM head: the chunked log-softmax does not apply it."""
     config = model.config.get_text_config()
     for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"):
         if getattr(config, name, None) not in (None, 1.0):
@@ -258,7 +259,7 @@ def sequence_log_probs(
     Returns (num_sequences,) sums and (N,) token log-probs, both float32.
     """
     inner = unwrap(model)
-    _check_supported(inner)
+    check_supported(inner)
     hidden = packed_hidden_states(model, batch)  # (L, H)
     head = inner.get_output_embeddings()
     token_logps = token_log_probs(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from training import distributed
 from training.checkpoints import load_reward_model, save_checkpoint
 from training.data import EncodedPair, PreferencePair, encode_pairs
 from training.losses import bradley_terry_loss
@@ -153,6 +154,7 @@ def train_reward_model(
     the training pairs when there are none); the mean/std let the app normalise rewards.
     """
     config = config or RewardConfig()
+    process = distributed.setup()
     device, dtype = resolve_device(config)
     set_seed(config.seed)  # Seeds the fresh score head too.
     loaded = load_reward_model(str(model_path), device=device)
@@ -166,12 +168,12 @@ def train_reward_model(
 
     accuracy_sum = 0.0
 
-    def loss_of_batch(batch: list[EncodedPair]) -> torch.Tensor:
+    def loss_of_batch(batch: list[EncodedPair]) -> tuple[torch.Tensor, int]:
         nonlocal accuracy_sum
         with autocast_for(device, dtype):
             loss, chosen, rejected = reward_batch_loss(model, batch, config, pad_token_id=tokenizer.pad_token_id)
         accuracy_sum += (chosen > rejected).float().sum().item()
-        return loss
+        return loss, len(batch)
 
     stopper = _EarlyStopping(model, eval_encoded, tokenizer.pad_token_id, config, device, dtype)
     use_stopper = config.early_stopping and bool(eval_encoded)
@@ -183,6 +185,7 @@ def train_reward_model(
         model.gradient_checkpointing_disable()
     if use_stopper:
         stopper.restore_best()
+    accuracy_sum = distributed.sum_metrics({"accuracy": accuracy_sum})["accuracy"]
 
     held_out = eval_encoded or train_encoded
     with autocast_for(device, dtype):
@@ -210,6 +213,7 @@ def train_reward_model(
         metrics.update(epoch_eval_accuracies=stopper.accuracies, best_epoch=stopper.best_epoch)
     checkpoint = None
     if out_dir is not None:
-        resolved = {"stage": "reward", "base_model": str(model_path), **config.to_dict(), "device": str(device)}
+        resolved = {"stage": "reward", "base_model": str(model_path), **config.to_dict(), "device": str(device),
+                    "processes": process.world_size}
         checkpoint = save_checkpoint(model, tokenizer, Path(out_dir), config=resolved, metrics=metrics)
     return TrainingResult(checkpoint=checkpoint, metrics=metrics, report=report, model=model if keep_model else None)

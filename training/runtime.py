@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -9,10 +10,14 @@ import torch
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    """Return the requested device, or CUDA when available and the CPU otherwise."""
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Return the requested device, or CUDA when available and the CPU otherwise.
+
+    Under a launcher (torchrun) each process on a machine takes its own GPU, the one LOCAL_RANK names.
+    """
+    device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
 
 
 def pick_dtype(device: torch.device) -> torch.dtype:

@@ -8,7 +8,7 @@ comparison's candidates, and records how long they looked at it.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, connection, transaction
@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from preference_app.annotation import selectors
 from preference_app.annotation.models import Assignment
+from preference_app.core.comparisons import candidate_create, comparison_create
 from preference_app.core.models import (
     Candidate,
     Comparison,
@@ -25,9 +26,15 @@ from preference_app.core.models import (
     Judgment,
     Turn,
 )
-from preference_app.core.selectors import model_version_serving
-from preference_app.core.services import InvalidInput, JudgmentOutcome, generation_batch_create, judgment_submit
-from training.generate import GenerationConfig
+from preference_app.core.selectors import generation_batch_is_stranded, model_version_serving
+from preference_app.core.services import (
+    InvalidInput,
+    JudgmentOutcome,
+    generation_batch_abandon,
+    generation_batch_create,
+    judgment_submit,
+)
+from preference_app.core.text import reads_as_blank
 
 # Long enough for a careful judgment of two long replies; short enough that a comparison left open
 # in an abandoned tab goes back to the queue the same session.
@@ -51,7 +58,8 @@ SCALE = {
 TIE = "tie"
 BOTH_BAD = "both_bad"
 
-CHAT_SAMPLING = GenerationConfig(candidates_per_context=2, max_new_tokens=160, temperature=0.8, top_p=0.95)
+# Fields of training.generate.GenerationConfig, given as a mapping so this module does not load torch.
+CHAT_SAMPLING = {"candidates_per_context": 2, "max_new_tokens": 160, "temperature": 0.8, "top_p": 0.95}
 MAX_MESSAGE_CHARS = 4000
 MAX_COMMENT_CHARS = 2000
 # An edit replaces the reply the annotator judged worse, so it is recorded as strongly preferred.
@@ -254,6 +262,8 @@ class ChatState:
     phase: str  # "writing", "generating", "judging", "failed" or "ended".
     pair: selectors.ShownPair | None = None
     error: str = ""
+    # While generating: nothing will bring the replies by themselves soon, so the page offers a retry.
+    stranded: bool = False
 
     WRITING = "writing"
     GENERATING = "generating"
@@ -268,8 +278,8 @@ def _normalised(text: str) -> str:
 
 def _clean_text(text: str, *, what: str, limit: int) -> str:
     text = _normalised(text)
-    if not text:
-        raise InvalidInput(f"The {what} is empty.")
+    if reads_as_blank(text):
+        raise InvalidInput(f"The {what} is empty: spaces and zero-width characters alone do not count.")
     if len(text) > limit:
         raise InvalidInput(f"The {what} may have at most {limit} characters, not {len(text)}.")
     return text
@@ -280,7 +290,7 @@ def _candidates_request(*, conversation: Conversation) -> GenerationBatch:
     if policy is None:
         raise InvalidInput("No policy is serving yet, so no replies can be written. Ask an admin to set one.")
     # A fresh seed per request: with a fixed seed a regenerated turn would repeat the replies judged bad.
-    sampling = replace(CHAT_SAMPLING, seed=random.randrange(2**31))
+    sampling = {**CHAT_SAMPLING, "seed": random.randrange(2**31)}
     return generation_batch_create(model_version=policy, conversations=[conversation], sampling=sampling)
 
 
@@ -318,11 +328,19 @@ def chat_message_send(*, conversation: Conversation, text: str) -> None:
 
 
 def chat_retry(*, annotator, conversation: Conversation) -> None:
-    """Ask for new replies after a generation failed."""
+    """Ask for new replies after a generation failed, or was stranded (its message lost, its worker dead).
+
+    A stranded request is failed first, under a condition that it is still stranded, so a worker that
+    picks it up after all generates nothing, and the chat gets one new pair of replies.
+    """
     with transaction.atomic():
         conversation = _locked(conversation)
         state = chat_state(annotator=annotator, conversation=conversation)
-        if state.phase != ChatState.FAILED:
+        if state.phase == ChatState.GENERATING and state.stranded:
+            batch = selectors.chat_latest_batch(conversation=conversation)
+            if not generation_batch_abandon(batch_id=batch.pk):
+                return
+        elif state.phase != ChatState.FAILED:
             return
         _candidates_request(conversation=conversation)
 
@@ -368,7 +386,8 @@ def chat_state(*, annotator, conversation: Conversation, now: datetime | None = 
         return ChatState(
             conversation=conversation, turns=turns, phase=ChatState.FAILED, error="The model wrote no replies."
         )
-    return ChatState(conversation=conversation, turns=turns, phase=ChatState.GENERATING)
+    return ChatState(conversation=conversation, turns=turns, phase=ChatState.GENERATING,
+                     stranded=generation_batch_is_stranded(batch=batch, now=now))
 
 
 def _edited_reply(*, pair: selectors.ShownPair, edit_left: str, edit_right: str) -> tuple[Candidate, str] | None:
@@ -387,21 +406,15 @@ def _edited_reply(*, pair: selectors.ShownPair, edit_left: str, edit_right: str)
 def _edit_record(*, annotator, original: Candidate, text: str, comparison: Comparison) -> Candidate:
     """Store an annotator's rewrite as a candidate, a judged edit-vs-original comparison and an SFT demonstration."""
     text = _clean_text(text, what="edited reply", limit=MAX_MESSAGE_CHARS)
-    edited = Candidate.objects.create(
+    edited = candidate_create(
         conversation=original.conversation,
         context_length=original.context_length,
         text=text,
         edited_from=original,
         author=annotator,
     )
-    edit_comparison = Comparison.objects.create(
-        conversation=original.conversation,
-        context_length=original.context_length,
-        candidate_a=edited,
-        candidate_b=original,
-        training_round=comparison.training_round,
-        source=Comparison.Source.EDIT,
-        overlap_target=1,
+    edit_comparison = comparison_create(
+        edited, original, source=Comparison.Source.EDIT, training_round=comparison.training_round, overlap_target=1
     )
     judgment_submit(
         annotator=annotator,

@@ -14,6 +14,7 @@ from preference_app.api.filters import PreferenceFilters
 from preference_app.api.pseudonyms import annotator_pseudonym
 from preference_app.api.selectors import (
     AgreementStatistics,
+    flagged_comparison_count,
     judgment_rows_iter,
     judgments_filtered,
     preference_pairs,
@@ -122,6 +123,18 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
+def _flagged_statement(query: ExportQuery) -> str:
+    if query.filters.flagged is None:
+        return ("Included: comparisons an annotator flagged unsafe or unusable are part of this export "
+                "(`include_flagged` was set); the `raw` format's `flags` column says which.")
+    if query.filters.flagged:
+        return "Only comparisons an annotator flagged unsafe or unusable."
+    left_out = flagged_comparison_count(filters=query.filters)
+    return (f"Left out: {left_out} judged comparisons that an annotator flagged unsafe or unusable, because a flag "
+            "says the pair should not teach a model (training leaves them out too). Export with "
+            "`include_flagged=true` (`--include-flagged`) to keep them.")
+
+
 def dataset_card(
     query: ExportQuery, *, statistics: AgreementStatistics, rows: int | None, generated: datetime | None = None
 ) -> str:
@@ -130,7 +143,9 @@ def dataset_card(
     The YAML header lets `datasets.load_dataset(<folder>)` find the data file on its own.
     """
     generated = generated or timezone.now()
-    filters = query.filters.describe() or {"(none)": "every judgment"}
+    # The flagged filter has its own section below, in words.
+    filters = {name: value for name, value in query.filters.describe().items() if name != "flagged"}
+    filters = filters or {"(none)": "every judgment"}
     loader = "parquet" if query.file_format == formats.PARQUET else query.file_format.replace("jsonl", "json")
     lines = [
         "---",
@@ -165,6 +180,10 @@ def dataset_card(
         f"- Format: `{query.dataset}`, margin column: {'yes' if query.with_margin else 'no'}, "
         f"ties included: {'yes' if query.include_ties else 'no'}",
         *(f"- `{name}`: {value}" for name, value in filters.items()),
+        "",
+        "## Flagged comparisons",
+        "",
+        _flagged_statement(query),
         "",
         "## Aggregation",
         "",

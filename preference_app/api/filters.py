@@ -32,6 +32,8 @@ class PreferenceFilters:
     min_strength: int | None = None
     choice: str | None = None
     min_agreement: float | None = None  # Fraction of a comparison's judgments agreeing with its outcome.
+    # Comparisons any annotator flagged unsafe or unusable: False leaves them out, True keeps only them.
+    flagged: bool | None = None
 
     def describe(self) -> dict:
         """The filters that are set, as JSON-ready values (for dataset cards and stored jobs)."""

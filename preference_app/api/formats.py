@@ -25,6 +25,8 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from training.transcripts import ASSISTANT, MARKER_ROLES
+
 TRL_STANDARD = "trl_standard"
 TRL_CONVERSATIONAL = "trl_conversational"
 HH = "hh"
@@ -38,9 +40,7 @@ PARQUET = "parquet"
 FILE_FORMATS = (JSONL, CSV, PARQUET)
 CONTENT_TYPES = {JSONL: "application/jsonl", CSV: "text/csv", PARQUET: "application/vnd.apache.parquet"}
 
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
-_HH_MARKERS = {"user": HUMAN, "assistant": ASSISTANT}
+_HH_MARKERS = {role: marker for marker, role in MARKER_ROLES.items()}
 
 # Rows per JSONL/CSV chunk and per Parquet row group: large enough for throughput, small enough
 # that a stream's memory stays a few megabytes.
@@ -133,11 +133,25 @@ def jsonl_chunks(rows: Iterable[dict], *, batch_rows: int = BATCH_ROWS) -> Itera
         yield "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in batch).encode()
 
 
-def _csv_value(value):
-    """CSV has no nested values: lists (messages, flags) are written as JSON text."""
+# A spreadsheet opening the CSV runs a cell that starts with one of these as a formula
+# (=HYPERLINK(...) sends data away), so such text cells get a leading single quote, as OWASP's
+# "CSV Injection" page advises. defusedcsv does the same but leaves tab and carriage return alone and
+# rewrites every "|" in such a cell, so the few lines are ours.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """One value as a CSV cell: lists (messages, flags) as JSON text, formula-like text defused.
+
+    Numbers are left as they are: a negative margin is data, and only text comes from people or models.
+    """
     if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False)
-    return "" if value is None else value
+        value = json.dumps(value, ensure_ascii=False)
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return f"'{value}"
+    return value
 
 
 def csv_chunks(rows: Iterable[dict], *, schema: pa.Schema, batch_rows: int = BATCH_ROWS) -> Iterator[bytes]:
@@ -145,7 +159,7 @@ def csv_chunks(rows: Iterable[dict], *, schema: pa.Schema, batch_rows: int = BAT
     writer = csv.writer(buffer)
     writer.writerow(schema.names)
     for batch in batched(rows, batch_rows):
-        writer.writerows([_csv_value(row.get(name)) for name in schema.names] for row in batch)
+        writer.writerows([csv_cell(row.get(name)) for name in schema.names] for row in batch)
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()

@@ -1,4 +1,4 @@
-"""Records of the API app: export jobs run by Celery, and the provenance of imported pairs."""
+"""Records of the API app: export and import jobs run by Celery, and the provenance of imported pairs."""
 
 from __future__ import annotations
 
@@ -42,6 +42,59 @@ class ExportJob(models.Model):
         return f"Export {self.pk} ({self.status})"
 
 
+class ImportFormat(models.TextChoices):
+    HH = "hh", "Anthropic HH-RLHF"
+    TRL = "trl", "TRL preference JSONL"
+
+
+class ImportJob(models.Model):
+    """An import of one preference file, committed a batch of lines at a time and resumable.
+
+    `byte_offset` and `lines_read` say how far into the (decompressed) file the committed batches
+    reach; each batch's pairs, counts, errors and new offset are written in one transaction, so a
+    run that dies (kill -9, a lost worker) is resumed from the last committed batch and stores no
+    pair twice. A batch commits only if the offset is still the one its run started from, so two
+    runs of the same job (a redelivered message, a resume beside a live run) never both store it.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    # A random id, so one requester cannot guess another's job.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Nobody when the job was started from the shell.
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="import_jobs"
+    )
+    source_path = models.CharField(max_length=1000)
+    file_name = models.CharField(max_length=255)  # As its owner named it; errors and provenance name it so.
+    uploaded = models.BooleanField(default=False)  # The app's own copy of an upload, removed once done.
+    file_format = models.CharField(max_length=8, choices=ImportFormat.choices)
+    strength = models.PositiveSmallIntegerField(default=2)  # For pairs without a margin.
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    bytes_total = models.BigIntegerField(null=True, blank=True)  # Decompressed size, measured before batch one.
+    byte_offset = models.BigIntegerField(default=0)
+    lines_read = models.PositiveIntegerField(default=0)
+    pairs_stored = models.PositiveIntegerField(default=0)
+    duplicates_skipped = models.PositiveIntegerField(default=0)
+    lines_skipped = models.PositiveIntegerField(default=0)  # Bad lines; the first of them are in `errors`.
+    errors = models.JSONField(default=list, blank=True)  # "file:line: reason".
+    error = models.TextField(blank=True)  # Why the file as a whole could not be imported.
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    updated = models.DateTimeField(null=True, blank=True)  # When the last batch was committed.
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"Import of {self.file_name} ({self.status})"
+
+
 class ImportedPair(models.Model):
     """Where an imported comparison came from, and the key that makes a second import skip it.
 
@@ -49,15 +102,14 @@ class ImportedPair(models.Model):
     again (in the same file, a later file, or the other import format) is recognised as a duplicate.
     """
 
-    class Format(models.TextChoices):
-        HH = "hh", "Anthropic HH-RLHF"
-        TRL = "trl", "TRL preference JSONL"
+    Format = ImportFormat
 
     key_sha256 = models.CharField(max_length=64, unique=True)
     comparison = models.OneToOneField(Comparison, on_delete=models.CASCADE, related_name="import_record")
     file_format = models.CharField(max_length=8, choices=Format.choices)
     file_name = models.CharField(max_length=255)
     line = models.PositiveIntegerField()
+    job = models.ForeignKey(ImportJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="pairs")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -23,3 +23,8 @@ class HasRolePermission(BasePermission):
         if alternatives is None:
             return True
         return any(user.has_perm(permission) for permission in alternatives)
+
+
+# Researchers and admins move datasets both ways, so importing takes the export permission: one
+# permission for both keeps the roles, and the migration that creates them, as they are.
+IMPORT_PREFERENCES = "core.export_preferences"

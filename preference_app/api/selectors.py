@@ -15,7 +15,7 @@ from django.db.models.functions import Greatest
 
 from preference_app.api.filters import PreferenceFilters
 from preference_app.api.formats import batched
-from preference_app.api.models import ExportJob
+from preference_app.api.models import ExportJob, ImportJob
 from preference_app.api.pseudonyms import annotator_id_from_pseudonym
 from preference_app.core.models import (
     Candidate,
@@ -27,6 +27,7 @@ from preference_app.core.models import (
     TrainingRound,
     Turn,
 )
+from preference_app.core.selectors import messages_before
 
 # Rows per database round trip. Each chunk's prefetch puts one parameter per row into an IN list,
 # and SQLite allows at most 999 parameters in a query.
@@ -69,6 +70,9 @@ def _comparison_q(filters: PreferenceFilters, prefix: str = "") -> Q:
         condition &= Q(**{f"{prefix}source": filters.source})
     if filters.comparison is not None:
         condition &= Q(**{f"{prefix}pk": filters.comparison})
+    if filters.flagged is not None:
+        flagged = Q(**{f"{prefix}pk__in": Judgment.objects.exclude(flags=[]).values("comparison_id")})
+        condition &= flagged if filters.flagged else ~flagged
     return condition
 
 
@@ -136,7 +140,7 @@ def _context_prefetches(prefix: str = "") -> list[Prefetch]:
 def context_messages(comparison: Comparison) -> list[dict[str, str]]:
     """The turns before the compared replies, from the prefetched turns of its conversation."""
     turns = sorted(comparison.conversation.turns.all(), key=lambda turn: turn.index)
-    return [{"role": turn.role, "content": turn.text} for turn in turns if turn.index < comparison.context_length]
+    return messages_before(turns, comparison.context_length)
 
 
 @dataclass(frozen=True)
@@ -164,21 +168,21 @@ def preference_pairs(*, filters: PreferenceFilters, include_ties: bool = False) 
     return queryset.order_by("id")
 
 
-def _contexts(batch: list[dict]) -> dict[int, list[tuple[int, str, str]]]:
-    """The turns of a chunk's conversations, in one query: {conversation id: [(index, role, text)]}."""
-    turns: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
+def _contexts(batch: list[dict]) -> dict[int, list[tuple]]:
+    """The turns of a chunk's conversations, in one query: {conversation id: [turn rows in index order]}.
+
+    The rows are named tuples (index, role, text and conversation_id), not model instances, which
+    would cost most of an export's time.
+    """
+    turns: dict[int, list[tuple]] = defaultdict(list)
     rows = (
         Turn.objects.filter(conversation_id__in={row["conversation_id"] for row in batch})
         .order_by("conversation_id", "index")
-        .values_list("conversation_id", "index", "role", "text")
+        .values_list("conversation_id", "index", "role", "text", named=True)
     )
-    for conversation_id, index, role, text in rows:
-        turns[conversation_id].append((index, role, text))
+    for row in rows:
+        turns[row.conversation_id].append(row)
     return turns
-
-
-def _messages_before(turns: list[tuple[int, str, str]], context_length: int) -> list[dict[str, str]]:
-    return [{"role": role, "content": text} for index, role, text in turns if index < context_length]
 
 
 def preference_pairs_iter(
@@ -208,7 +212,7 @@ def preference_pairs_iter(
                 chosen, rejected, margin = first, second, 0.0
             yield PreferencePair(
                 comparison_id=row["id"],
-                messages=_messages_before(turns[row["conversation_id"]], row["context_length"]),
+                messages=messages_before(turns[row["conversation_id"]], row["context_length"]),
                 chosen=chosen,
                 rejected=rejected,
                 margin=float(margin),
@@ -268,7 +272,7 @@ def judgment_rows_iter(*, filters: PreferenceFilters, chunk_size: int = EXPORT_C
     for batch in batched(rows.iterator(chunk_size=chunk_size), chunk_size):
         turns = _contexts(batch)
         for row in batch:
-            row["context"] = _messages_before(turns[row["conversation_id"]], row["context_length"])
+            row["context"] = messages_before(turns[row["conversation_id"]], row["context_length"])
             yield row
 
 
@@ -341,6 +345,11 @@ class AgreementStatistics:
     strengths: dict[str, int]
 
 
+def flagged_comparison_count(*, filters: PreferenceFilters) -> int:
+    """Judged comparisons passing the other filters that an annotator flagged unsafe or unusable."""
+    return comparisons_with_votes(filters=replace(filters, flagged=True)).filter(judgment_total__gt=0).count()
+
+
 def agreement_statistics(*, filters: PreferenceFilters) -> AgreementStatistics:
     """Statistics for a dataset card, streamed over the vote counts so memory stays flat."""
     rows = (
@@ -387,3 +396,8 @@ def agreement_statistics(*, filters: PreferenceFilters) -> AgreementStatistics:
         outcomes={choice: outcomes[choice] for choice in CHOICES},
         strengths={str(strength): strengths[strength] for strength in range(1, 5)},
     )
+
+
+def import_job_list(*, user) -> QuerySet[ImportJob]:
+    """A requester sees only the import jobs they started; jobs started from the shell are in the admin."""
+    return ImportJob.objects.filter(requested_by=user).order_by("-created")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -10,10 +12,12 @@ from rest_framework import serializers
 from preference_app.api import formats
 from preference_app.api.export import ExportQuery
 from preference_app.api.filters import PreferenceFilterSerializer
-from preference_app.api.models import ExportJob
+from preference_app.api.models import ExportJob, ImportedPair, ImportJob
 from preference_app.api.pseudonyms import annotator_pseudonym
 from preference_app.api.selectors import comparison_outcome, comparison_votes, context_messages
+from preference_app.api.services import DEFAULT_IMPORTED_STRENGTH
 from preference_app.core.models import Comparison, Judgment, ModelVersion, Prompt, TrainingRound
+from preference_app.core.roles import sees_internals
 from preference_app.core.services import ALLOWED_FLAGS, MAX_PROMPT_CHARS, MAX_RATIONALE_CHARS
 
 
@@ -134,7 +138,39 @@ class AssignmentSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(source="assignment.expires_at")
 
 
-class TrainingRoundSerializer(serializers.ModelSerializer):
+ROUND_ERROR_HIDDEN = "The round failed; an admin can read why on the dashboard."
+
+
+def _is_path(key, value) -> bool:
+    """A checkpoint or reference location: a key named for one, or an absolute path as the value."""
+    named = isinstance(key, str) and (key == "path" or key.endswith(("_path", "_dir")))
+    return named or (isinstance(value, str) and value.startswith(("/", "~", "\\")))
+
+
+def without_paths(value):
+    """`value` (a config or metrics JSON) with every file path left out, at any depth."""
+    if isinstance(value, dict):
+        return {key: without_paths(item) for key, item in value.items() if not _is_path(key, item)}
+    if isinstance(value, list):
+        return [without_paths(item) for item in value if not _is_path(None, item)]
+    return value
+
+
+class _InternalsForAdmins(serializers.ModelSerializer):
+    """Config and metrics keep their file paths only for admins (core.roles.sees_internals)."""
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if not sees_internals(request.user if request else None):
+            data["config"], data["metrics"] = without_paths(data["config"]), without_paths(data["metrics"])
+            if data.get("error"):
+                # A traceback names the server's files and modules, and a broker error its address.
+                data["error"] = ROUND_ERROR_HIDDEN
+        return data
+
+
+class TrainingRoundSerializer(_InternalsForAdmins):
     started_by = PseudonymField(source="started_by_id", allow_null=True)
 
     class Meta:
@@ -145,7 +181,7 @@ class TrainingRoundSerializer(serializers.ModelSerializer):
         ]
 
 
-class ModelVersionSerializer(serializers.ModelSerializer):
+class ModelVersionSerializer(_InternalsForAdmins):
     training_round = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
 
     class Meta:
@@ -164,6 +200,10 @@ class ExportQuerySerializer(PreferenceFilterSerializer):
     include_ties = serializers.BooleanField(
         required=False, default=False, help_text="Pair formats: keep tied and both-bad comparisons, with margin 0."
     )
+    include_flagged = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Keep comparisons an annotator flagged unsafe or unusable (left out by default, as in training).",
+    )
 
     def to_query(self) -> ExportQuery:
         data = self.validated_data
@@ -172,7 +212,7 @@ class ExportQuerySerializer(PreferenceFilterSerializer):
             file_format=data["file_format"],
             with_margin=data["margin"],
             include_ties=data["include_ties"],
-            filters=self.to_filters(),
+            filters=replace(self.to_filters(), flagged=None if data["include_flagged"] else False),
         )
 
 
@@ -189,3 +229,24 @@ class ExportJobSerializer(serializers.ModelSerializer):
 
     def get_card_url(self, job) -> str | None:
         return reverse("api:export-job-card", args=[job.pk]) if job.status == ExportJob.Status.DONE else None
+
+
+class ImportJobCreateSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="HH-RLHF or TRL preference JSONL, optionally gzipped.")
+    file_format = serializers.ChoiceField(choices=ImportedPair.Format.choices)
+    strength = serializers.IntegerField(
+        min_value=1, max_value=4, default=DEFAULT_IMPORTED_STRENGTH,
+        help_text="Strength (1-4) recorded for pairs without a margin.",
+    )
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    """An import's progress; the path of the file on the server is left out."""
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id", "status", "file_name", "file_format", "strength", "bytes_total", "byte_offset", "lines_read",
+            "pairs_stored", "duplicates_skipped", "lines_skipped", "errors", "error", "created", "started", "updated",
+            "finished",
+        ]

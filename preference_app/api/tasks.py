@@ -12,3 +12,11 @@ from preference_app.api import services
 def export_job_task(job_id: str) -> dict:
     job = services.export_job_run(job_id=job_id)
     return {"job": str(job.pk), "status": job.status, "rows": job.rows}
+
+
+# acks_late: a job resumes from its last committed batch and a batch commits only where the job's
+# offset still is, so running the task again after a lost worker repeats nothing.
+@shared_task(acks_late=True)
+def import_job_task(job_id: str) -> dict:
+    job = services.import_job_run(job_id=job_id)
+    return {"job": str(job.pk), "status": job.status, "pairs_stored": job.pairs_stored}

@@ -23,4 +23,7 @@ urlpatterns = [
     path("export-jobs/<uuid:pk>/", views.ExportJobDetailView.as_view(), name="export-job-detail"),
     path("export-jobs/<uuid:pk>/data/", views.ExportJobDataView.as_view(), name="export-job-data"),
     path("export-jobs/<uuid:pk>/card/", views.ExportJobCardView.as_view(), name="export-job-card"),
+    path("import-jobs/", views.ImportJobListView.as_view(), name="import-job-list"),
+    path("import-jobs/<uuid:pk>/", views.ImportJobDetailView.as_view(), name="import-job-detail"),
+    path("import-jobs/<uuid:pk>/resume/", views.ImportJobResumeView.as_view(), name="import-job-resume"),
 ]

@@ -12,7 +12,9 @@ from rest_framework import generics, status
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from preference_app.annotation.selectors import shown_pair
@@ -28,12 +30,14 @@ from preference_app.api.filters import (
     TrainingRoundFilterSerializer,
 )
 from preference_app.api.models import ExportJob
-from preference_app.api.permissions import HasRolePermission
+from preference_app.api.permissions import IMPORT_PREFERENCES, HasRolePermission
 from preference_app.api.serializers import (
     AssignmentSerializer,
     ComparisonSerializer,
     ExportJobSerializer,
     ExportQuerySerializer,
+    ImportJobCreateSerializer,
+    ImportJobSerializer,
     JudgmentCreateSerializer,
     JudgmentSerializer,
     ModelVersionSerializer,
@@ -41,10 +45,10 @@ from preference_app.api.serializers import (
     PromptSerializer,
     TrainingRoundSerializer,
 )
-from preference_app.core import login_limits
 from preference_app.core.models import Prompt
 from preference_app.core.services import InvalidInput, prompt_create
 from preference_app.core.views import LOCKED_OUT
+from preference_app.rounds.services import round_start
 
 EXPORT = "core.export_preferences"
 
@@ -191,7 +195,7 @@ class JudgmentDetailView(_ApiView, generics.RetrieveAPIView):
 
 @extend_schema(tags=["rounds"])
 class TrainingRoundListView(_ApiView, generics.ListAPIView):
-    required_permissions = {"GET": ("core.view_traininground",)}
+    required_permissions = {"GET": ("core.view_traininground",), "POST": ("core.start_round",)}
     serializer_class = TrainingRoundSerializer
 
     def get_queryset(self):
@@ -202,6 +206,18 @@ class TrainingRoundListView(_ApiView, generics.ListAPIView):
     @extend_schema(parameters=[TrainingRoundFilterSerializer])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: TrainingRoundSerializer})
+    def post(self, request):
+        """Start a round, as the dashboard's form does: an object of round settings (names as in a
+        round's `config`); those left out take their defaults. The same bounds apply."""
+        if not isinstance(request.data, dict):
+            raise ValidationError({"detail": "Send a JSON object of round settings."})
+        try:
+            training_round = round_start(settings_values=dict(request.data.items()), started_by=request.user)
+        except InvalidInput as error:
+            raise _invalid(error) from None
+        return Response(self.get_serializer(training_round).data, status=status.HTTP_201_CREATED)
 
 
 @extend_schema(tags=["rounds"])
@@ -334,15 +350,64 @@ class ExportJobCardView(_ApiView, APIView):
         return FileResponse(path.open("rb"), as_attachment=True, filename="README.md", content_type="text/markdown")
 
 
-def _username_of(data) -> str:
-    return str(data.get("username", "")) if isinstance(data, dict) else ""
+@extend_schema(tags=["import"])
+class ImportJobListView(_ApiView, generics.ListAPIView):
+    """Import an HH-RLHF or TRL JSONL(.gz) file: upload it (multipart) and a Celery worker imports it
+    in batches; GET the job for its progress and the lines it skipped, as "file:line: reason"."""
+
+    required_permissions = {"GET": (IMPORT_PREFERENCES,), "POST": (IMPORT_PREFERENCES,)}
+    serializer_class = ImportJobSerializer
+    # A file upload is multipart: the file goes to disk as it arrives, never into one request body.
+    parser_classes = [MultiPartParser]
+
+    def get_queryset(self):
+        return selectors.import_job_list(user=self.request.user)
+
+    @extend_schema(request={"multipart/form-data": ImportJobCreateSerializer}, responses={202: ImportJobSerializer})
+    def post(self, request):
+        data = _validated(ImportJobCreateSerializer, request.data).validated_data
+        try:
+            job = services.import_job_upload(
+                user=request.user, upload=data["file"], file_format=data["file_format"], strength=data["strength"]
+            )
+        except InvalidInput as error:
+            raise _invalid(error) from None
+        return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(tags=["import"])
+class ImportJobDetailView(_ApiView, generics.RetrieveAPIView):
+    required_permissions = {"GET": (IMPORT_PREFERENCES,)}
+    serializer_class = ImportJobSerializer
+
+    def get_queryset(self):
+        return selectors.import_job_list(user=self.request.user)
+
+
+@extend_schema(tags=["import"])
+class ImportJobResumeView(_ApiView, APIView):
+    """Queue an unfinished import again (its worker was lost, say); it continues from its last batch."""
+
+    required_permissions = {"POST": (IMPORT_PREFERENCES,)}
+
+    @extend_schema(request=None, responses={202: ImportJobSerializer})
+    def post(self, request, pk):
+        job = get_object_or_404(selectors.import_job_list(user=request.user), pk=pk)
+        try:
+            services.import_job_enqueue(job=job)
+        except InvalidInput as error:
+            raise _invalid(error) from None
+        return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 class TokenView(ObtainAuthToken):
-    """DRF's token endpoint under the same failed-login limit as the login page.
+    """DRF's token endpoint under the same sign-in limit as the login page.
 
-    Otherwise scripts could guess passwords here at full speed while the login form refuses them.
+    The authentication backend counts the attempt (core/auth.py); this view only says why it was refused.
     """
+
+    # ObtainAuthToken names DRF's own parsers; the project's refuse deeply nested JSON with a 400.
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
 
     def post(self, request, *args, **kwargs):
         if not isinstance(request.data, dict):
@@ -350,18 +415,10 @@ class TokenView(ObtainAuthToken):
             # serializer would fail on it with a server error instead of saying what is wrong.
             return Response({"detail": "Send a JSON object with username and password."},
                             status=status.HTTP_400_BAD_REQUEST)
-        address, username = request.META.get("REMOTE_ADDR", ""), _username_of(request.data)
-        if not login_limits.login_allowed(address=address, username=username):
-            minutes = max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)
-            return Response({"detail": LOCKED_OUT.format(minutes=minutes)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
-        response = super().post(request, *args, **kwargs)
-        login_limits.login_failures_clear(address=address, username=username)
-        return response
+        return super().post(request, *args, **kwargs)
 
     def handle_exception(self, exc):
-        # A wrong password raises a validation error inside post(); it is counted here.
-        if isinstance(exc, ValidationError):
-            login_limits.login_failure_record(
-                address=self.request.META.get("REMOTE_ADDR", ""), username=_username_of(self.request.data)
-            )
+        if isinstance(exc, ValidationError) and getattr(self.request, "login_limit_reached", False):
+            minutes = max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)
+            return Response({"detail": LOCKED_OUT.format(minutes=minutes)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
         return super().handle_exception(exc)

@@ -60,10 +60,20 @@ class ComparisonAdmin(admin.ModelAdmin):
 
 @admin.register(Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "comparison", "annotator", "choice", "strength", "left_candidate", "seconds_spent", "created"]
+    list_display = ["id", "comparison", "annotator", "choice_as_seen", "strength", "choice", "left_candidate",
+                    "seconds_spent", "created"]
     list_filter = ["choice", "strength", "left_candidate", "created"]
     search_fields = ["rationale", "annotator__username"]
     raw_id_fields = ["comparison", "annotator"]
+
+    @admin.display(description="as the annotator saw it")
+    def choice_as_seen(self, judgment: Judgment) -> str:
+        """The choice in the page's terms: the stored choice names a candidate, and either candidate
+        may have been the one shown on the left."""
+        if judgment.choice not in (Judgment.Choice.A, Judgment.Choice.B):
+            return judgment.get_choice_display()
+        side = "left" if judgment.choice == judgment.left_candidate else "right"
+        return f"The {side} reply is better"
 
 
 @admin.register(Demonstration)

@@ -150,6 +150,12 @@ class TrainingRound(models.Model):
     failed_status = models.CharField(max_length=24, choices=Status.choices, blank=True)
     # Set while a worker runs the current step; a second delivery of the same task finds it set.
     step_claimed = models.DateTimeField(null=True, blank=True)
+    # The process holding the claim (core.claims), so a redelivery can tell its holder is dead.
+    step_claimed_by = models.CharField(max_length=200, blank=True)
+    # When the current step's task was last sent; the sweeper sends it again if it is never claimed.
+    step_queued = models.DateTimeField(null=True, blank=True)
+    # How many times the current step was claimed; a step that keeps killing its worker is failed.
+    step_attempts = models.PositiveSmallIntegerField(default=0)
     started_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -276,22 +282,24 @@ class Comparison(models.Model):
 
 
 class Judgment(models.Model):
+    # Choices name the comparison's stored candidates, not the sides of the page: which candidate
+    # was shown on the left (left_candidate) differs from one annotator to the next.
     class Choice(models.TextChoices):
-        A = "a", "A is better"
-        B = "b", "B is better"
+        A = "a", "First candidate (A) is better"
+        B = "b", "Second candidate (B) is better"
         TIE = "tie", "About the same"
         BOTH_BAD = "both_bad", "Both are bad"
 
     class Side(models.TextChoices):
-        A = "a", "Candidate A"
-        B = "b", "Candidate B"
+        A = "a", "First candidate (A)"
+        B = "b", "Second candidate (B)"
 
     comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="judgments")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments")
     choice = models.CharField(max_length=16, choices=Choice.choices)
     # 1 (slightly better) to 4 (much better); null for ties and both-bad.
     strength = models.PositiveSmallIntegerField(null=True, blank=True)
-    left_candidate = models.CharField(max_length=1, choices=Side.choices)  # Which one was shown on the left.
+    left_candidate = models.CharField("shown on the left", max_length=1, choices=Side.choices)
     rationale = models.TextField(blank=True)
     flags = models.JSONField(default=list, blank=True)  # e.g. ["unsafe"].
     seconds_spent = models.FloatField(default=0.0)
@@ -354,11 +362,33 @@ class GenerationBatch(models.Model):
     candidates_created = models.PositiveIntegerField(default=0)
     comparisons_created = models.PositiveIntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True)
+    # Refreshed by the running worker's heartbeat; see core.claims for when a claim counts as dead.
     claimed = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    # When the batch's task was last sent; the sweeper sends it again if it is never claimed.
+    enqueued = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
     finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
+        verbose_name_plural = "generation batches"
 
     def __str__(self) -> str:
         return f"Generation batch {self.pk} ({self.status})"
+
+
+class LoginAttempts(models.Model):
+    """Sign-in attempts for one client address and user name, the login limiter's counter.
+
+    A row in the database rather than a cache entry: the limiter locks it (SELECT ... FOR UPDATE)
+    to count an attempt before the password is checked, which holds across every web process and
+    thread, where a cache read-then-increment let parallel guesses through.
+    """
+
+    key = models.CharField(max_length=64, unique=True)  # sha256 of the address and the normalised user name
+    attempts = models.PositiveIntegerField(default=0)
+    last_attempt = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.attempts} sign-in attempts ({self.key[:8]})"

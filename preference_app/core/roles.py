@@ -41,6 +41,13 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
 }
 
 
+def sees_internals(user) -> bool:
+    """Whether `user` may read what describes the server rather than the data: a failed round's
+    traceback and the file paths of checkpoints. Admins (who start rounds and fix them) may; the
+    paths and tracebacks tell anyone else only where to aim."""
+    return bool(user and user.is_authenticated and user.has_perm("core.start_round"))
+
+
 def roles_ensure(group_model, permission_model) -> None:
     """Create the role groups and give each exactly its permissions (safe to run again).
 

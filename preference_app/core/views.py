@@ -6,7 +6,6 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from preference_app.core import login_limits
 from preference_app.core.selectors import collection_overview
 
 LOCKED_OUT = "Too many failed sign-ins for this account from your address. Try again in {minutes} minutes."
@@ -27,21 +26,15 @@ def health(request: HttpRequest) -> JsonResponse:
 
 
 class RateLimitedLoginView(LoginView):
-    """Django's login view, refusing for a while after LOGIN_FAILURE_LIMIT failed attempts.
+    """Django's login view, answering 429 with a clear message once the sign-in limit is reached.
 
-    The refusal is checked before the password is, so a locked-out guesser learns nothing from it.
+    The limit itself is counted by the authentication backend (core/auth.py), before the password
+    is checked, so a locked-out guesser learns nothing from the refusal.
     """
 
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        address, username = request.META.get("REMOTE_ADDR", ""), request.POST.get("username", "")
-        if not login_limits.login_allowed(address=address, username=username):
-            form = self.get_form()
+    def form_invalid(self, form):
+        if getattr(self.request, "login_limit_reached", False):
             form.errors.clear()
             form.add_error(None, LOCKED_OUT.format(minutes=max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)))
             return self.render_to_response(self.get_context_data(form=form), status=429)
-        response = super().post(request, *args, **kwargs)
-        if request.user.is_authenticated:
-            login_limits.login_failures_clear(address=address, username=username)
-        else:
-            login_limits.login_failure_record(address=address, username=username)
-        return response
+        return super().form_invalid(form)

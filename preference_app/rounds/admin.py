@@ -1,18 +1,41 @@
 """Rounds and model versions in the Django admin, with the dashboard's actions as admin actions."""
 
+from django import forms
 from django.contrib import admin, messages
 
 from preference_app.core.models import EvaluationSet, ModelVersion, TrainingRound
+from preference_app.core.services import InvalidInput
 from preference_app.rounds import services
 from preference_app.rounds.evaluation_sets import evaluation_set_create
+from preference_app.rounds.round_settings import RoundSettings
+
+
+class TrainingRoundForm(forms.ModelForm):
+    """A round's settings are checked by RoundSettings, as on the dashboard and through the API."""
+
+    class Meta:
+        model = TrainingRound
+        fields = "__all__"
+
+    def clean_config(self):
+        try:
+            return RoundSettings.from_dict(self.cleaned_data["config"]).to_dict()
+        except InvalidInput as error:
+            raise forms.ValidationError(str(error)) from None
 
 
 @admin.register(TrainingRound)
 class TrainingRoundAdmin(admin.ModelAdmin):
+    form = TrainingRoundForm
     list_display = ["number", "status", "step", "progress", "created", "started", "finished"]
     list_filter = ["status"]
     readonly_fields = ["error", "failed_status", "step_claimed"]
     actions = ["cancel_rounds", "retry_rounds"]
+
+    def has_add_permission(self, request) -> bool:
+        # A round is started on the dashboard or through the API: only round_start numbers it, checks
+        # that no other round runs and queues its first step. One added here would sit pending for ever.
+        return False
 
     @admin.action(description="Cancel the selected rounds", permissions=["start"])
     def cancel_rounds(self, request, queryset):

@@ -1,7 +1,7 @@
 """Evaluating a round's new policy on the frozen evaluation set: the samples people will judge,
 KL on sampled tokens, the reward model's normalised scores, and the guard and warnings read off them.
 
-The round step that calls these (services.round_evaluate) records the results and creates the
+The round step that calls these (steps.round_evaluate) records the results and creates the
 blind head-to-heads in one transaction.
 """
 
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from preference_app.core.models import Candidate, Comparison, Conversation, TrainingRound, Turn
+from preference_app.core.comparisons import candidate_create_from_reply, comparison_create
+from preference_app.core.models import Comparison, Conversation, TrainingRound, Turn
 from preference_app.rounds import selectors
 from preference_app.rounds.round_settings import RoundSettings
 from training.evaluate import kl_to_reference, reward_scores, sample_policy, win_rate
@@ -107,19 +108,15 @@ def verdict_comparisons_create(training_round, new_policy, texts, measured: Eval
         conversation = Conversation.objects.create(source=Conversation.Source.EVALUATION)
         Turn.objects.create(conversation=conversation, index=0, role=Turn.Role.USER, text=text)
         new_candidate, serving_candidate = (
-            Candidate.objects.create(
-                conversation=conversation, context_length=1, text=reply.text, model_version=version,
-                sampling=measured.sampling, token_count=reply.token_count,
-                finished_with_eos=reply.finished_with_eos, generation_seconds=reply.seconds,
+            candidate_create_from_reply(
+                conversation=conversation, context_length=1, reply=reply, model_version=version,
+                sampling=measured.sampling,
             )
             for reply, version in ((new, new_policy), (serving, new_policy.parent))
         )
         first, second = (new_candidate, serving_candidate) if rng.random() < 0.5 else (serving_candidate, new_candidate)
-        comparison = Comparison.objects.create(
-            conversation=conversation, context_length=1, candidate_a=first, candidate_b=second,
-            training_round=training_round, source=Comparison.Source.VERDICT,
-            overlap_target=round_settings.overlap_target,
-        )
+        comparison = comparison_create(first, second, source=Comparison.Source.VERDICT,
+                                       training_round=training_round, overlap_target=round_settings.overlap_target)
         rewards[str(comparison.pk)] = [new_reward, serving_reward]
     return rewards
 

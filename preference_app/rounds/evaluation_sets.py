@@ -21,6 +21,7 @@ from django.db.models import Max
 
 from preference_app.core.models import EvaluationSet
 from preference_app.core.services import MAX_PROMPT_CHARS, InvalidInput, prompt_rows, text_sha256
+from preference_app.core.text import reads_as_blank
 
 BUILTIN_EVALUATION_FILE = Path(__file__).resolve().parent.parent / "core" / "builtin_evaluation_prompts.jsonl"
 BUILTIN_NAME = "built-in evaluation prompts"
@@ -39,8 +40,8 @@ def _clean_texts(texts: list[str]) -> list[str]:
     if len(cleaned) > MAX_EVALUATION_PROMPTS:
         raise InvalidInput(f"An evaluation set may have at most {MAX_EVALUATION_PROMPTS} prompts, not {len(cleaned)}.")
     for number, text in enumerate(cleaned, start=1):
-        if not text:
-            raise InvalidInput(f"Prompt {number} of the evaluation set is empty.")
+        if reads_as_blank(text):
+            raise InvalidInput(f"Prompt {number} of the evaluation set is empty (or only zero-width characters).")
         if len(text) > MAX_PROMPT_CHARS:
             raise InvalidInput(f"Prompt {number} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed.")
     if len(set(cleaned)) != len(cleaned):

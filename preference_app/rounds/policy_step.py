@@ -1,15 +1,18 @@
 """The policy step's parts: where checkpoints go, progress reports, on-policy replies labelled by the
-round's reward model, and SFT then DPO (or SFT alone for best-of-n).
+round's reward model, and SFT then DPO (or SFT alone for best-of-n), or SFT then an online step
+(PPO, RLOO or GRPO) against the round's new reward model.
 
-services.round_train_policy chooses among them by the round's `policy_data` and registers the results.
+steps.round_train_policy chooses among them by the round's `policy_data` and `policy_step` and
+registers the results.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from django.conf import settings
@@ -18,13 +21,15 @@ from preference_app.core.model_store import serving_model
 from preference_app.core.models import ModelVersion, TrainingRound
 from preference_app.core.services import InvalidInput
 from preference_app.rounds import selectors
-from preference_app.rounds.round_settings import RoundSettings, dpo_epochs_for
+from preference_app.rounds.round_settings import ONLINE_POLICY_STEPS, RoundSettings, dpo_epochs_for
 from training.data import pair_to_trl_record
 from training.dpo import DPOConfig, train_dpo
 from training.evaluate import reward_scores
 from training.generate import GenerationConfig, generate_replies
 from training.labelling import Labelled, label_with_rewards
+from training.online import GRPOConfig, RLOOConfig, train_grpo, train_rloo
 from training.optim import TrainingResult
+from training.ppo import PPOConfig, train_ppo
 from training.sft import SFTConfig, train_sft
 
 
@@ -99,8 +104,15 @@ class SFTStep:
 class TrainedPolicy:
     sft: TrainingResult | None
     sft_config: dict
-    dpo: TrainingResult | None  # None with best_of_n: the SFT model is the policy.
+    dpo: TrainingResult | None  # None with best_of_n or an online step.
     policy_config: dict
+    online: TrainingResult | None = None  # PPO, RLOO or GRPO's result, when the round ran one.
+    round_metrics: dict = field(default_factory=dict)  # What the step adds to the round's metrics.
+
+    @property
+    def policy(self) -> TrainingResult:
+        """The result that is the new policy: DPO's or the online step's, else the SFT model."""
+        return self.dpo or self.online or self.sft
 
 
 def train_sft_step(training_round, serving, demonstrations, round_settings: RoundSettings) -> SFTStep:
@@ -123,9 +135,7 @@ def train_dpo_step(training_round, serving, sft: SFTStep, pairs, round_settings:
                              policy_config={**sft.config, "reference_path": serving.path})
     if not pairs:
         raise InvalidInput("No usable preference pairs to train the policy on (ties and both-bad are left out).")
-    reference_path = selectors.base_policy(serving).path if round_settings.reference == "base" else serving.path
-    if sft.result is not None and round_settings.reference_follows_sft:
-        reference_path = sft.start_path
+    reference_path = _reference_path(serving, sft, round_settings)
     config = DPOConfig(
         beta=round_settings.beta, learning_rate=round_settings.learning_rate,
         epochs=dpo_epochs_for(round_settings, len(pairs)), batch_size=round_settings.batch_size,
@@ -141,3 +151,82 @@ def train_dpo_step(training_round, serving, sft: SFTStep, pairs, round_settings:
     return TrainedPolicy(sft=sft.result, sft_config=sft.config, dpo=result, policy_config=config.to_dict())
 
 
+
+
+def train_policy_step(training_round, serving, sft: SFTStep, pairs, round_settings: RoundSettings) -> TrainedPolicy:
+    """The round's `policy_step` from where SFT left off: DPO on `pairs`, or an online step."""
+    if round_settings.policy_step in ONLINE_POLICY_STEPS:
+        return train_online_step(training_round, serving, sft, round_settings)
+    return train_dpo_step(training_round, serving, sft, pairs, round_settings)
+
+
+def _reference_path(serving, sft: SFTStep, round_settings: RoundSettings) -> str:
+    """The policy step's reference: the base or the serving policy, or the round's SFT model."""
+    if sft.result is not None and round_settings.reference_follows_sft:
+        return sft.start_path
+    return selectors.base_policy(serving).path if round_settings.reference == "base" else serving.path
+
+
+# The per-step values the round keeps and the dashboard charts; value_loss is PPO's alone.
+ONLINE_HISTORY_KEYS = ("step", "reward_mean", "kl", "entropy", "clip_fraction", "value_loss", "reply_length", "eos_rate")
+
+
+def train_online_step(training_round, serving, sft: SFTStep, round_settings: RoundSettings) -> TrainedPolicy:
+    """PPO, RLOO or GRPO from where SFT left off, scored by the round's new reward model, sampling on
+    the round's generation prompts and the training pool (never an evaluation prompt)."""
+    reward_model = ModelVersion.objects.get(training_round=training_round, kind=ModelVersion.Kind.REWARD)
+    prompts = selectors.prompts_for_online_training(
+        training_round=training_round, limit=round_settings.online_steps * round_settings.online_prompts_per_step
+    )
+    if not prompts:
+        raise InvalidInput("There are no training prompts for the online policy step to sample on; load or import some.")
+    contexts = [[{"role": "user", "content": prompt.text}] for prompt in prompts]
+    _online_prompts_save(training_round, contexts)
+    common = {
+        "learning_rate": round_settings.learning_rate, "steps": round_settings.online_steps,
+        "prompts_per_step": round_settings.online_prompts_per_step, "batch_size": round_settings.batch_size,
+        "beta": round_settings.kl_coef, "max_new_tokens": round_settings.max_new_tokens,
+        # max_length bounds prompt and reply together, as it does for DPO.
+        "max_context_tokens": max(1, round_settings.max_length - round_settings.max_new_tokens),
+        "reward_max_length": round_settings.max_length, "reference_path": _reference_path(serving, sft, round_settings),
+        "seed": round_settings.seed, "device": settings.TRAINING_DEVICE or None,
+    }
+    step = round_settings.policy_step
+    k = round_settings.online_samples_per_prompt
+    if step == "ppo":
+        config, train = PPOConfig(**common, update_epochs=round_settings.ppo_epochs), train_ppo
+    elif step == "rloo":
+        config, train = RLOOConfig(**common, samples_per_prompt=k), train_rloo
+    else:
+        config, train = GRPOConfig(**common, samples_per_prompt=k), train_grpo
+    TrainingRound.objects.filter(pk=training_round.pk).update(
+        step=f"{step.upper()}: sampling on {len(contexts)} training prompts", progress=0.0
+    )
+    result = train(policy_path=sft.start_path, prompts=contexts, reward_path=reward_model.path, config=config,
+                   out_dir=checkpoint_dir(training_round, ModelVersion.Kind.POLICY),
+                   progress=progress_reporter(training_round.pk, step.upper()))
+    # GRPO without a KL term reports nan for KL; PostgreSQL's jsonb has no nan, so it is stored as null.
+    result = replace(result, metrics=_json_safe(result.metrics))
+    history = [{key: entry.get(key) for key in ONLINE_HISTORY_KEYS} for entry in result.metrics["history"]]
+    round_metrics = {"policy_step": step, "online_prompts": len(contexts), "online_history": history}
+    return TrainedPolicy(sft=sft.result, sft_config=sft.config, dpo=None, online=result,
+                         policy_config={"stage": step, **config.to_dict()}, round_metrics=round_metrics)
+
+
+def _online_prompts_save(training_round, contexts: list[list[dict]]) -> None:
+    """Keep the prompts the online step samples on beside the round's checkpoints (TRL's prompt-only
+    format), so it can be checked that no evaluation prompt was among them."""
+    directory = Path(settings.MODELS_DIR) / f"round-{training_round.number}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "online-prompts.jsonl").write_text("".join(json.dumps({"prompt": context}) + "\n" for context in contexts))
+
+
+def _json_safe(value):
+    """`value` with every nan or infinite float replaced by None, at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from preference_app.core.services import InvalidInput
@@ -13,66 +13,223 @@ REFERENCES = ("base", "previous")
 # best-vs-worst pairs of fresh on-policy replies (online iterative DPO); or SFT on the reward
 # model's best of n replies (rejection sampling).
 POLICY_DATA = ("human", "reward_labelled", "best_of_n")
+# How the policy step trains: DPO on pairs, or online reinforcement learning against the round's
+# new reward model (PPO with a critic; RLOO and GRPO with k replies per prompt as the baseline).
+POLICY_STEPS = ("dpo", "ppo", "rloo", "grpo")
+ONLINE_POLICY_STEPS = ("ppo", "rloo", "grpo")
 # Settings of earlier versions that stored rounds may still carry; ignored when read back.
 RETIRED_SETTINGS = {"promote_only_if_not_worse"}
 PAIRINGS = ("random", "best_vs_worst")
 
 
 @dataclass(frozen=True)
+class Bound:
+    """The values a numeric setting may take: from `low` to `high`, either end open when asked.
+
+    The bounds keep each value inside what stores it and what uses it: a PostgreSQL smallint
+    (overlap_target), torch.manual_seed's range (seed), a JSON column (no nan or infinity), and
+    sizes that finish on this project's machines in hours, not years.
+    """
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        low = f"above {self.low}" if self.low_open else f"at least {self.low}"
+        high = f"below {self.high}" if self.high_open else f"at most {self.high}"
+        return f"{low} and {high}"
+
+
+# The start form's fieldsets, in the order of the seed's steps; the last is folded away on the page.
+COLLECTION, REWARD_MODEL, POLICY = "Collection", "Reward model", "Policy"
+EVALUATION, LOOP, ADVANCED = "Evaluation and verdict", "Loop", "Advanced"
+SETTING_GROUPS = (COLLECTION, REWARD_MODEL, POLICY, EVALUATION, LOOP, ADVANCED)
+
+
+def _setting(default, low=None, high=None, *, low_open=False, high_open=False, choices=(), label, help, group):
+    """A RoundSettings field with its bounds (numbers) or choices (strings) beside its default, and
+    the label, one line of help and the fieldset the start form shows it with."""
+    metadata: dict[str, Any] = {"label": label, "help": help, "group": group}
+    if choices:
+        metadata["choices"] = choices
+    if low is not None:
+        metadata["bound"] = Bound(low, high, low_open, high_open)
+    return field(default=default, metadata=metadata)
+
+
+def _rate(default, *, label, help, group):
+    """A learning rate or DPO's beta: strictly between 0 and 1."""
+    return _setting(default, 0, 1, low_open=True, high_open=True, label=label, help=help, group=group)
+
+
+# The largest seed torch.manual_seed and numpy accept alike; larger ones overflow in the worker.
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
 class RoundSettings:
     # Step 1: generation and collection.
-    prompts_per_round: int = 16  # Prompts that get fresh candidates this round.
-    candidates_per_prompt: int = 2  # K replies sampled per prompt.
-    max_new_tokens: int = 96
-    temperature: float = 0.8
-    pairing: str = "random"  # "best_vs_worst" pairs the serving reward model's best and worst reply.
-    head_to_head: bool = True  # Also pair the previous policy's reply against the current one.
-    overlap_target: int = 1  # Annotators per comparison.
-    judgment_target: int = 32  # Judgments this round collects before training starts by itself.
+    prompts_per_round: int = _setting(
+        16, 1, 1000, group=COLLECTION, label="Prompts per round",
+        help="Prompts that get fresh replies from the serving policy this round.")
+    candidates_per_prompt: int = _setting(
+        2, 2, 16, group=COLLECTION, label="Replies per prompt (K)",
+        help="Replies sampled for each prompt; every two of them form one comparison for people to judge.")
+    max_new_tokens: int = _setting(
+        96, 1, 2048, group=COLLECTION, label="Reply length in new tokens",
+        help="The most tokens the policy writes per reply, here and in the online policy steps.")
+    temperature: float = _setting(
+        0.8, 0, 2, group=ADVANCED, label="Sampling temperature",
+        help="Higher gives more varied replies; 0 always picks the likeliest token.")
+    pairing: str = _setting(
+        "random", choices=PAIRINGS, group=COLLECTION, label="Pairing",
+        help="Which two replies people compare: any two, or the serving reward model's best against its worst.")
+    head_to_head: bool = _setting(
+        True, group=COLLECTION, label="Previous policy head-to-head",
+        help="Also pair the previous policy's reply against the current one's, for the leaderboard.")
+    # A PostgreSQL smallint column.
+    overlap_target: int = _setting(
+        1, 1, 50, group=COLLECTION, label="Annotators per comparison",
+        help="How many people judge each comparison; more than one gives agreement figures.")
+    judgment_target: int = _setting(
+        32, 1, 100_000, group=COLLECTION, label="Judgments before training",
+        help="Training starts by itself once this many judgments arrive (or when an admin presses Train now).")
     # Step 2: reward model.
-    reward_learning_rate: float = 1e-5
-    reward_epochs: int = 1
-    reward_use_margin: bool = False  # Demand a reward gap as large as the judgment's strength.
+    reward_learning_rate: float = _rate(
+        1e-5, group=REWARD_MODEL, label="Reward-model learning rate",
+        help="Step size of the reward model's optimiser, above 0 and below 1.")
+    reward_epochs: int = _setting(
+        1, 1, 20, group=REWARD_MODEL, label="Reward-model epochs",
+        help="Passes over the judgments; the epoch with the best held-out accuracy is kept.")
+    reward_use_margin: bool = _setting(
+        False, group=REWARD_MODEL, label="Use judgment strength as a margin",
+        help="Ask for a reward gap as large as the strength (1-4) people gave.")
     # Step 3: policy (SFT on demonstrations first, when there are any, then DPO).
-    policy_data: str = "human"  # One of POLICY_DATA.
-    labelled_prompts: int = 64  # Training-pool prompts whose on-policy replies the reward model labels.
-    labelled_candidates: int = 4  # Replies sampled per such prompt (n of best-of-n).
-    min_reward_gap: float = 0.5  # Best minus worst reward, in sds of all the batch's rewards, to keep a pair.
-    beta: float = 0.1
-    learning_rate: float = 5e-6
-    epochs: int = 1
+    policy_data: str = _setting(
+        "human", choices=POLICY_DATA, group=POLICY, label="Policy training data",
+        help="human: people's pairs only; reward_labelled: also pairs the new reward model ranks; "
+             "best_of_n: fine-tune on the reward model's best of n replies.")
+    labelled_prompts: int = _setting(
+        64, 1, 2000, group=POLICY, label="Prompts the reward model labels",
+        help="Training-pool prompts whose fresh replies the new reward model ranks (reward_labelled, best_of_n).")
+    labelled_candidates: int = _setting(
+        4, 2, 16, group=POLICY, label="Replies per labelled prompt (n)",
+        help="Replies sampled for each prompt the reward model labels: the n of best-of-n.")
+    min_reward_gap: float = _setting(
+        0.5, 0, 10, group=ADVANCED, label="Smallest reward gap kept",
+        help="A labelled pair is kept when best minus worst reward is at least this many sds of the batch's rewards.")
+    beta: float = _rate(
+        0.1, group=POLICY, label="DPO beta",
+        help="How strongly DPO holds the policy near its reference; smaller lets it drift further.")
+    learning_rate: float = _rate(
+        5e-6, group=POLICY, label="Policy learning rate",
+        help="Step size of DPO or of the online policy step, above 0 and below 1.")
+    epochs: int = _setting(
+        1, 1, 20, group=POLICY, label="Policy epochs",
+        help="DPO's passes over its pairs (the fewest, when epochs scale to the data).")
     # Scale DPO's epochs to the data: enough passes for about AUTO_TARGET_STEPS optimiser steps,
     # between `epochs` and AUTO_MAX_EPOCHS (see `dpo_epochs_for`).
-    auto_epochs: bool = True
-    sft_learning_rate: float = 2e-5
-    batch_size: int = 8
-    max_length: int = 512
-    reference: str = "base"  # DPO's reference: the base model or the previous round's policy.
+    auto_epochs: bool = _setting(
+        True, group=ADVANCED, label="Scale epochs to the data",
+        help="Few pairs get more DPO passes (up to 4), so that training takes enough optimiser steps.")
+    sft_learning_rate: float = _rate(
+        2e-5, group=ADVANCED, label="SFT learning rate",
+        help="Step size of fine-tuning on the replies annotators wrote or edited.")
+    batch_size: int = _setting(
+        8, 1, 256, group=ADVANCED, label="Batch size",
+        help="Pairs or examples per optimiser step.")
+    max_length: int = _setting(
+        512, 1, 8192, group=ADVANCED, label="Longest training example in tokens",
+        help="Prompt and reply tokens kept per training example; SmolLM2's context is 8192.")
+    reference: str = _setting(
+        "base", choices=REFERENCES, group=POLICY, label="DPO reference",
+        help="The model DPO measures the policy against: the base model or the previous round's policy.")
     # When the round ran SFT on demonstrations first, DPO's reference is that SFT model, as in the
     # DPO paper (Rafailov et al. 2023, section 4: pi_ref = pi_SFT), whatever `reference` says.
-    reference_follows_sft: bool = True
-    lora_rank: int = 0  # 0 trains every weight.
+    reference_follows_sft: bool = _setting(
+        True, group=ADVANCED, label="SFT model becomes DPO's reference",
+        help="After SFT on demonstrations, DPO measures against the SFT model, as in the DPO paper.")
+    lora_rank: int = _setting(
+        0, 0, 256, group=ADVANCED, label="LoRA rank",
+        help="Train low-rank adapters of this rank instead of the whole model; 0 trains every weight.")
+    # DPO, or an online step (ppo, rloo, grpo) that samples from the policy and learns from the
+    # round's new reward model's scores, at `learning_rate` and `max_new_tokens`.
+    policy_step: str = _setting(
+        "dpo", choices=POLICY_STEPS, group=POLICY, label="Policy step",
+        help="dpo trains on pairs; ppo, rloo and grpo sample replies and learn from the new reward model's scores.")
+    online_steps: int = _setting(
+        16, 1, 1000, group=ADVANCED, label="Online iterations",
+        help="Sample-then-update iterations of ppo, rloo or grpo.")
+    online_prompts_per_step: int = _setting(
+        8, 1, 256, group=ADVANCED, label="Prompts per online iteration",
+        help="Training-pool prompts sampled in each online iteration.")
+    online_samples_per_prompt: int = _setting(
+        4, 2, 64, group=ADVANCED, label="Replies per online prompt (rloo, grpo)",
+        help="Replies per prompt for rloo and grpo, each judged against its siblings.")
+    ppo_epochs: int = _setting(
+        4, 1, 20, group=ADVANCED, label="PPO passes per batch",
+        help="PPO's passes over each batch of sampled replies.")
+    # PPO's per-token and RLOO's per-reply beta, GRPO's weight on its k3 term.
+    kl_coef: float = _setting(
+        0.05, 0, 10, group=ADVANCED, label="Online KL penalty",
+        help="Weight of the online steps' KL penalty toward the reference; 0 leaves GRPO without one.")
     # Evaluation on the frozen evaluation set, and promotion decided by people.
-    eval_max_new_tokens: int = 64
-    evaluation_prompts: int = 50  # How many of the evaluation set's prompts (in its order) are used.
-    verdict_judgments: int = 40  # Human judgments of the blind head-to-heads before the verdict.
-    verdict_confidence: float = 0.90  # Two-sided confidence of the interval on P(new beats serving).
-    promote_above: float = 0.45  # Promote when that interval's lower bound is above this.
+    eval_max_new_tokens: int = _setting(
+        64, 1, 2048, group=ADVANCED, label="Evaluation reply length in new tokens",
+        help="The most tokens each policy writes per evaluation reply.")
+    # An evaluation set holds at most 2000 prompts.
+    evaluation_prompts: int = _setting(
+        50, 1, 2000, group=EVALUATION, label="Evaluation prompts",
+        help="How many prompts of the frozen evaluation set (in its order) both policies answer.")
+    verdict_judgments: int = _setting(
+        40, 1, 10_000, group=EVALUATION, label="Judgments for the verdict",
+        help="People's judgments of the blind head-to-heads, new against serving, before the verdict.")
+    verdict_confidence: float = _setting(
+        0.90, 0.5, 1, high_open=True, group=EVALUATION, label="Verdict confidence",
+        help="Two-sided confidence of the interval on P(new beats serving).")
+    promote_above: float = _setting(
+        0.45, 0, 1, high_open=True, group=EVALUATION, label="Promote above",
+        help="The new policy is promoted when that interval's lower end is above this.")
     # The guard: a policy whose KL to its reference or whose share of ended replies ran away is
     # refused before people are asked to judge it.
-    kl_guard: float = 15.0  # Nats per reply (k3 on the evaluation replies).
-    eos_drop_guard: float = 0.3  # Largest fall in the share of replies that end, new against serving.
+    kl_guard: float = _setting(
+        15.0, 0, 10_000, low_open=True, group=ADVANCED, label="KL guard (nats per reply)",
+        help="A new policy whose KL to its reference passes this is refused before people judge it.")
+    eos_drop_guard: float = _setting(
+        0.3, 0, 1, low_open=True, group=ADVANCED, label="Ended-reply drop guard",
+        help="A new policy whose share of replies that end falls by more than this is refused.")
     # Over-optimisation warnings on the dashboard.
-    warn_accuracy_drop: float = 0.15  # Reward-model accuracy on the new replies below held-out by more.
-    warn_kl: float = 10.0  # KL to the reference (nats per reply) above this.
-    warn_length_ratio: float = 1.5  # Mean reply length changed by more than this factor.
+    warn_accuracy_drop: float = _setting(
+        0.15, 0, 1, group=ADVANCED, label="Warn at reward-model accuracy drop",
+        help="Warn when the reward model's accuracy on the new replies is this far below its held-out accuracy.")
+    warn_kl: float = _setting(
+        10.0, 0, 10_000, low_open=True, group=ADVANCED, label="Warn above KL (nats per reply)",
+        help="Warn when the new policy's KL to its reference is above this.")
+    warn_length_ratio: float = _setting(
+        1.5, 1, 100, low_open=True, group=ADVANCED, label="Warn at length change",
+        help="Warn when the mean reply length changes by more than this factor.")
     # Step 4: the loop.
-    auto_rounds: int = 0  # Rounds still to start automatically after this one completes.
-    auto_start_after_judgments: int = 0  # 0: off; else the next round starts once this many new judgments arrive.
-    # An auto-loop goes on only while the people's verdict shows a gain: the lower bound of the
-    # interval on P(new beats serving) must exceed 0.5 by at least this much.
-    min_win_rate_gain: float = 0.0
-    seed: int = 0
+    auto_rounds: int = _setting(
+        0, 0, 100, group=LOOP, label="Rounds to start automatically",
+        help="Rounds still to start by themselves after this one completes.")
+    auto_start_after_judgments: int = _setting(
+        0, 0, 100_000, group=LOOP, label="Start after new judgments",
+        help="0: off; else the next round starts once this many new judgments arrive.")
+    # The lower bound of the interval on P(new beats serving) must exceed 0.5 by at least this
+    # much, so it is at most 0.5.
+    min_win_rate_gain: float = _setting(
+        0.0, 0, 0.5, group=LOOP, label="Win-rate gain to go on",
+        help="The auto-loop goes on only while people's interval on P(new beats serving) is above 0.5 by this.")
+    seed: int = _setting(
+        0, 0, MAX_SEED, group=ADVANCED, label="Random seed",
+        help="Seeds sampling and training, so a round can be repeated.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,60 +237,76 @@ class RoundSettings:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RoundSettings:
         """Build settings from form or API values, coercing types and rejecting nonsense clearly."""
-        known = {field.name: field for field in fields(cls)}
+        if not isinstance(values, dict):
+            raise InvalidInput("Round settings must be an object of setting names and values.")
+        known = {setting.name: setting for setting in fields(cls)}
         values = {name: value for name, value in values.items() if name not in RETIRED_SETTINGS}
         unknown = set(values) - set(known)
         if unknown:
-            raise InvalidInput(f"Unknown round settings: {', '.join(sorted(unknown))}.")
-        parsed: dict[str, Any] = {}
-        for name, value in values.items():
-            kind = type(getattr(cls(), name))
-            try:
-                if kind is bool:
-                    parsed[name] = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "on", "yes"}
-                else:
-                    parsed[name] = kind(value)
-            except (TypeError, ValueError):
-                raise InvalidInput(f"{name} must be a {kind.__name__}, not {value!r}.") from None
-        settings = cls(**parsed)
+            raise InvalidInput(f"Unknown round settings: {', '.join(sorted(map(str, unknown)))}.")
+        settings = cls(**{name: _parsed(name, type(known[name].default), value) for name, value in values.items()})
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        positive = ["prompts_per_round", "max_new_tokens", "overlap_target", "judgment_target", "reward_epochs",
-                    "epochs", "batch_size", "max_length", "eval_max_new_tokens", "evaluation_prompts",
-                    "verdict_judgments"]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise InvalidInput(f"{name} must be at least 1.")
-        if self.candidates_per_prompt < 2:
-            raise InvalidInput("candidates_per_prompt must be at least 2 to form a comparison.")
-        for name in ("reward_learning_rate", "learning_rate", "sft_learning_rate", "beta"):
-            if not 0 < getattr(self, name) < 1:
-                raise InvalidInput(f"{name} must be between 0 and 1.")
-        if not 0.5 <= self.verdict_confidence < 1:
-            raise InvalidInput("verdict_confidence must be at least 0.5 and below 1.")
-        if not 0 <= self.promote_above < 1:
-            raise InvalidInput("promote_above must be between 0 and 1.")
-        if not 0 <= self.warn_accuracy_drop <= 1 or self.warn_kl <= 0 or self.warn_length_ratio <= 1:
-            raise InvalidInput("warn_accuracy_drop must be in [0, 1], warn_kl positive and warn_length_ratio above 1.")
-        if not 0 <= self.temperature <= 2:
-            raise InvalidInput("temperature must be between 0 and 2.")
-        if self.reference not in REFERENCES:
-            raise InvalidInput(f"reference must be one of {', '.join(REFERENCES)}.")
-        if self.policy_data not in POLICY_DATA:
-            raise InvalidInput(f"policy_data must be one of {', '.join(POLICY_DATA)}.")
-        if self.labelled_prompts < 1 or self.labelled_candidates < 2 or self.min_reward_gap < 0:
-            raise InvalidInput("labelled_prompts must be at least 1, labelled_candidates at least 2, "
-                               "min_reward_gap not negative.")
-        if self.kl_guard <= 0 or not 0 < self.eos_drop_guard <= 1:
-            raise InvalidInput("kl_guard must be positive and eos_drop_guard in (0, 1].")
-        if self.pairing not in PAIRINGS:
-            raise InvalidInput(f"pairing must be one of {', '.join(PAIRINGS)}.")
-        if self.lora_rank < 0 or self.auto_rounds < 0 or self.auto_start_after_judgments < 0:
-            raise InvalidInput("lora_rank, auto_rounds and auto_start_after_judgments cannot be negative.")
-        if self.prompts_per_round > 1000 or self.candidates_per_prompt > 16 or self.max_new_tokens > 2048:
-            raise InvalidInput("At most 1000 prompts, 16 candidates and 2048 new tokens per round.")
+        """Check every value against the bounds or choices declared beside its field."""
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            bound, choices = setting.metadata.get("bound"), setting.metadata.get("choices")
+            # An int is never nan or infinite (and math.isfinite cannot take one beyond a float's range).
+            if bound is not None and not ((isinstance(value, int) or math.isfinite(value)) and bound.admits(value)):
+                raise InvalidInput(f"{setting.name} must be {bound}, not {_shown(value)}.")
+            if choices and value not in choices:
+                raise InvalidInput(f"{setting.name} must be one of {', '.join(choices)}, not {_shown(value)}.")
+        # An online step makes its own data by sampling, and its trainers update every weight, so
+        # settings that only shape DPO's data or adapters would be silently ignored; refuse them.
+        if self.policy_step in ONLINE_POLICY_STEPS:
+            if self.policy_data != "human":
+                raise InvalidInput(f"policy_step {self.policy_step} samples its own replies; "
+                                   f"policy_data must be human, not {_shown(self.policy_data)}.")
+            if self.lora_rank:
+                raise InvalidInput(f"policy_step {self.policy_step} trains every weight; lora_rank must be 0.")
+
+
+_TRUE, _FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no", ""}
+_KINDS = {int: "a whole number", float: "a number", str: "text"}
+
+
+def _shown(value: Any) -> str:
+    """A refused value as the message quotes it, cut short: a 400-digit seed need not be echoed whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _parsed(name: str, kind: type, value: Any) -> Any:
+    """One form or JSON value as the setting's type; a value that is not plainly of it is refused."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in _TRUE | _FALSE:
+            return str(value).strip().lower() in _TRUE
+        raise InvalidInput(f"{name} must be true or false, not {_shown(value)}.")
+    if kind is str:
+        if not isinstance(value, str):
+            raise InvalidInput(f"{name} must be {_KINDS[kind]}, not {_shown(value)}.")
+        return value
+    # JSON true and false are ints to Python; a number setting takes numbers or their text only.
+    refusal = InvalidInput(f"{name} must be {_KINDS[kind]}, not {_shown(value)}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise refusal
+    try:
+        return float(value) if kind is float else _whole_number(value)
+    except (ValueError, OverflowError):
+        raise refusal from None
+
+
+def _whole_number(value: int | float | str) -> int:
+    """An int from an int, a whole float (JSON 3.0, 1e12) or decimal text; 2.5 is refused, not cut to 2."""
+    if isinstance(value, str):
+        return int(value.strip())
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return int(value)
 
 
 AUTO_TARGET_STEPS = 32

@@ -7,6 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.core.cache import cache
 from django.db import connection
@@ -28,8 +29,11 @@ from preference_app.core.models import (
 from preference_app.core.selectors import messages_before
 from preference_app.rounds import leaderboard, verdicts
 from preference_app.rounds.evaluation_sets import evaluation_prompt_hashes, opening_prompt_sha256
-from training.data import Demonstration as TrainingDemonstration
-from training.data import PreferencePair
+from preference_app.rounds.round_settings import RoundSettings
+
+if TYPE_CHECKING:
+    from training.data import Demonstration as TrainingDemonstration
+    from training.data import PreferencePair
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,20 @@ def prompts_for_generation(*, limit: int) -> list[Prompt]:
     )
 
 
+def prompts_for_online_training(*, training_round: TrainingRound, limit: int) -> list[Prompt]:
+    """The prompts an online policy step samples on: the round's own generation prompts, whose
+    replies its reward model was trained on, then the least-used prompts of the training pool, up
+    to `limit` in all; evaluation prompts never."""
+    excluded = evaluation_prompt_hashes()
+    own = list(
+        Prompt.objects.filter(conversations__comparisons__training_round=training_round)
+        .exclude(text_sha256__in=excluded).distinct().order_by("id")[:limit]
+    )
+    taken = {prompt.pk for prompt in own}
+    pool = [prompt for prompt in prompts_for_generation(limit=limit) if prompt.pk not in taken]
+    return own + pool[: limit - len(own)]
+
+
 def is_held_out_prompt(prompt_sha256: str) -> bool:
     return int(prompt_sha256[:8], 16) % HELD_OUT_BUCKETS == 0
 
@@ -68,6 +86,10 @@ def preference_pairs(*, held_out_split: bool) -> tuple[list[PreferencePair], lis
     so are comparisons anyone flagged unsafe or unusable: a flag says the pair should not teach.
     With `held_out_split`, the pairs of one prompt in ten (by text hash) go to the second list.
     """
+    # Imported here, as in demonstrations_for_sft: training.data loads transformers, which only the
+    # workers that train need; the dashboard imports this module too.
+    from training.data import PreferencePair
+
     excluded = evaluation_prompt_hashes()
     flagged = set(Judgment.objects.exclude(flags=[]).values_list("comparison_id", flat=True))
     train, held_out = [], []
@@ -85,6 +107,8 @@ def preference_pairs(*, held_out_split: bool) -> tuple[list[PreferencePair], lis
 
 
 def demonstrations_for_sft() -> list[TrainingDemonstration]:
+    from training.data import Demonstration as TrainingDemonstration
+
     ordered_turns = Prefetch("conversation__turns", queryset=Turn.objects.order_by("index"))
     demonstrations = Demonstration.objects.prefetch_related(ordered_turns).order_by("id")
     excluded = evaluation_prompt_hashes()
@@ -126,6 +150,10 @@ def verdict_tally(*, training_round: TrainingRound) -> verdicts.Tally:
         both_bad=counts[Judgment.Choice.BOTH_BAD], reward_model_agreed=counts["agreed"],
         open_comparisons=head_to_heads.filter(judgment_count__lt=F("overlap_target")).count(),
     )
+
+
+def round_settings_of(training_round: TrainingRound) -> RoundSettings:
+    return RoundSettings.from_dict(training_round.config)
 
 
 def round_judgment_count(*, training_round: TrainingRound) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
@@ -14,52 +12,56 @@ from preference_app.core.models import ModelVersion
 from preference_app.core.services import InvalidInput
 from preference_app.rounds import selectors, services
 from preference_app.rounds.charts import round_charts
+from preference_app.rounds.forms import RoundSettingsForm
+from preference_app.rounds.round_plan import ESTIMATE_SOURCE, RoundPlan, round_plan
 from preference_app.rounds.round_settings import PRESETS, RoundSettings
-
-
-def settings_fields(values: dict | None = None) -> list[dict]:
-    """The start form's fields, derived from RoundSettings so the two cannot drift apart."""
-    defaults = RoundSettings().to_dict()
-    values = values or {}
-    return [
-        {
-            "name": field.name,
-            "value": values.get(field.name, defaults[field.name]),
-            "kind": "checkbox" if isinstance(defaults[field.name], bool) else "text",
-            "label": field.name.replace("_", " "),
-        }
-        for field in fields(RoundSettings)
-    ]
 
 
 @require_GET
 @login_required
 @permission_required("core.view_traininground", raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
-    # `?control=length` shows ratings at equal reply length (Chatbot Arena's style control).
-    style_control = request.GET.get("control") == "length"
     # `?preset=standard` fills the start form with a preset's values; the admin can still edit them.
     preset = request.GET.get("preset", "")
-    context = {
+    if request.htmx and request.htmx.target == "round-plan":
+        # The form asks again for the plan whenever a setting changes; only the plan is sent back.
+        form = RoundSettingsForm(request.GET)
+        context = {"plan": _plan(form), "estimate_source": ESTIMATE_SOURCE}
+        return render(request, "rounds/dashboard.html#round-plan", context)
+    form = RoundSettingsForm(preset=PRESETS.get(preset))
+    return render(request, "rounds/dashboard.html", _dashboard_context(request, form, preset=preset))
+
+
+def _dashboard_context(request: HttpRequest, form: RoundSettingsForm, *, preset: str = "") -> dict:
+    # `?control=length` shows ratings at equal reply length (Chatbot Arena's style control).
+    style_control = request.GET.get("control") == "length"
+    history = selectors.round_history()
+    return {
         "progress": _progress_context(),
-        "history": selectors.round_history(),
-        "charts": round_charts(selectors.round_history()),
+        "history": history,
+        "charts": round_charts(history),
         "leaderboard": selectors.policy_leaderboard(style_control=style_control),
         "style_control": style_control,
         "annotators": selectors.annotator_statistics(),
         "versions": ModelVersion.objects.select_related("training_round", "parent").order_by("-id")[:30],
-        "settings_fields": settings_fields(PRESETS.get(preset)),
+        "form": form,
+        "plan": _plan(form),
+        "estimate_source": ESTIMATE_SOURCE,
         "presets": [(name, name.replace("_", " ")) for name in PRESETS],
         "preset": preset if preset in PRESETS else "",
         "can_manage": request.user.has_perm("core.start_round"),
     }
-    return render(request, "rounds/dashboard.html", context)
+
+
+def _plan(form: RoundSettingsForm) -> RoundPlan | None:
+    """The plan of the settings the form holds: its initial values, or submitted ones that are valid."""
+    if not form.is_bound:
+        return round_plan(RoundSettings.from_dict(form.initial))
+    return round_plan(form.round_settings) if form.is_valid() else None
 
 
 def _progress_context():
-    # Watching the dashboard is when a dead worker's round must stop looking alive, so stalled
-    # rounds are failed here too; when nothing has stalled it costs one small query.
-    services.round_recover_stalled()
+    # Only reads: a GET never writes. Stalled rounds are failed by the sweeper (rounds/sweeper.py).
     active = selectors.active_round()
     return selectors.round_progress(training_round=active) if active else None
 
@@ -77,15 +79,13 @@ def progress(request: HttpRequest) -> HttpResponse:
 @login_required
 @permission_required("core.start_round", raise_exception=True)
 def start(request: HttpRequest) -> HttpResponse:
-    defaults = RoundSettings().to_dict()
-    values = {}
-    for name, default in defaults.items():
-        if isinstance(default, bool):
-            values[name] = name in request.POST
-        elif request.POST.get(name, "").strip() != "":
-            values[name] = request.POST[name].strip()
+    form = RoundSettingsForm(request.POST)
+    if not form.is_valid():
+        # The page again with each refusal beside its setting and the values as typed.
+        context = _dashboard_context(request, form)
+        return render(request, "rounds/dashboard.html", context, status=400)
     try:
-        training_round = services.round_start(settings_values=values, started_by=request.user)
+        training_round = services.round_start(settings_values=form.settings_values(), started_by=request.user)
     except InvalidInput as error:
         messages.error(request, f"The round was not started: {error}")
     else:

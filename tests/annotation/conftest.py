@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 
 import pytest
 
@@ -60,4 +59,4 @@ def tiny_policy(tiny_model_dir, db):
 @pytest.fixture(autouse=True)
 def short_chat_replies(monkeypatch):
     """Live-chat replies of a few tokens: the tiny model's text is noise, and each token costs time."""
-    monkeypatch.setattr(services, "CHAT_SAMPLING", replace(services.CHAT_SAMPLING, max_new_tokens=6))
+    monkeypatch.setattr(services, "CHAT_SAMPLING", {**services.CHAT_SAMPLING, "max_new_tokens": 6})

@@ -7,6 +7,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from django.core.management import call_command
 
 from preference_app.api.pseudonyms import annotator_pseudonym
 from tests.api.conftest import judge, make_comparison, make_model_version, make_round
@@ -222,3 +223,45 @@ def test_bad_parameters_are_refused_with_a_reason(clients, db, params):
         response = clients["researcher"].get(path, params)
         assert response.status_code == 400
         assert set(response.data) & (set(params) | {"dataset", "file_format", "created_before"})
+
+
+@pytest.fixture
+def flagged(judged, annotators):
+    """A decided comparison that one of its two annotators flagged unsafe."""
+    first, second, _ = annotators
+    comparison = make_comparison(texts=("flagged chosen", "flagged rejected"))
+    judge(comparison, first, "a", 4, flags=["unsafe"])
+    judge(comparison, second, "a", 3)
+    return comparison
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("dataset", ["trl_conversational", "raw"])
+def test_flagged_comparisons_are_left_out_of_exports_unless_asked_for(clients, flagged, dataset, file_format):
+    researcher = clients["researcher"]
+    _, default = export(researcher, dataset=dataset, file_format=file_format)
+    _, included = export(researcher, dataset=dataset, file_format=file_format, include_flagged="true")
+    if file_format == "parquet":
+        default, included = (str(pq.read_table(io.BytesIO(body)).to_pylist()).encode() for body in (default, included))
+    assert b"flagged chosen" not in default
+    assert b"flagged chosen" in included
+    assert b"A wins" in default
+
+
+def test_the_dataset_card_says_how_many_flagged_comparisons_were_left_out_and_why(clients, flagged):
+    researcher = clients["researcher"]
+    card = researcher.get("/api/export/card/").content.decode()
+    assert "Rows in `trl_conversational.jsonl`: 3" in card
+    assert "Left out: 1 judged comparisons that an annotator flagged unsafe or unusable" in card
+    assert "`include_flagged=true`" in card
+    kept = researcher.get("/api/export/card/", {"include_flagged": "true"}).content.decode()
+    assert "Rows in `trl_conversational.jsonl`: 4" in kept
+    assert "Left out" not in kept
+
+
+def test_the_export_command_leaves_flagged_comparisons_out_unless_include_flagged(flagged, tmp_path):
+    call_command("export_preferences", str(tmp_path / "default"))
+    call_command("export_preferences", str(tmp_path / "all"), "--include-flagged")
+    assert "flagged chosen" not in (tmp_path / "default" / "trl_conversational.jsonl").read_text()
+    assert "Left out: 1 judged comparisons" in (tmp_path / "default" / "README.md").read_text()
+    assert "flagged chosen" in (tmp_path / "all" / "trl_conversational.jsonl").read_text()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from preference_app.api.models import ImportedPair
+from preference_app.api.models import ImportedPair, ImportJob
 from preference_app.api.services import preferences_import
 from preference_app.core.models import Candidate, Comparison, Conversation, Judgment, Prompt, Turn
 from preference_app.core.services import InvalidInput
@@ -46,8 +47,8 @@ def export_rows(client, **params) -> list[dict]:
 
 
 def test_hh_pairs_become_prompts_conversations_comparisons_and_judgments(db, tmp_path):
-    report = preferences_import(path=write_jsonl(tmp_path / "hh.jsonl", [SINGLE, MULTI]), file_format="hh")
-    assert (report.created, report.skipped_duplicates) == (2, 0)
+    job = preferences_import(path=write_jsonl(tmp_path / "hh.jsonl", [SINGLE, MULTI]), file_format="hh")
+    assert (job.status, job.pairs_stored, job.duplicates_skipped, job.lines_read) == ("done", 2, 0, 2)
     comparison = Comparison.objects.get(conversation__turns__text="Tell me a joke.")
     assert comparison.source == Comparison.Source.IMPORTED and comparison.context_length == 3
     assert [(turn.role, turn.text) for turn in comparison.conversation.turns.order_by("index")] == [
@@ -58,7 +59,8 @@ def test_hh_pairs_become_prompts_conversations_comparisons_and_judgments(db, tmp
     assert (judgment.choice, judgment.strength, judgment.annotator.username) == ("a", 2, "imported-hh")
     assert not judgment.annotator.is_active and not judgment.annotator.has_usable_password()
     assert comparison.conversation.prompt.text == "Hi" and comparison.conversation.prompt.source == "imported"
-    assert comparison.import_record.line == 2
+    assert (comparison.import_record.line, comparison.import_record.job) == (2, job)
+    assert comparison.judgment_count == 1
 
 
 def test_hh_export_gives_back_the_imported_transcripts(clients, tmp_path):
@@ -71,8 +73,8 @@ def test_duplicates_are_skipped_within_a_file_and_across_imports(db, tmp_path):
     first = preferences_import(path=path, file_format="hh")
     counts = stored_counts()
     second = preferences_import(path=path, file_format="hh")
-    assert (first.created, first.skipped_duplicates) == (2, 1)
-    assert (second.created, second.skipped_duplicates) == (0, 3)
+    assert (first.pairs_stored, first.duplicates_skipped) == (2, 1)
+    assert (second.pairs_stored, second.duplicates_skipped) == (0, 3)
     assert stored_counts() == counts
 
 
@@ -86,18 +88,36 @@ def test_duplicates_are_skipped_within_a_file_and_across_imports(db, tmp_path):
         (json.dumps(["a", "list"]), "expected an object"),
     ],
 )
-def test_a_bad_line_names_file_and_line_and_stores_nothing(db, tmp_path, bad_line, message):
-    path = write_jsonl(tmp_path / "broken.jsonl", [SINGLE, MULTI, bad_line])
-    with pytest.raises(InvalidInput, match=rf"broken\.jsonl, line 3: .*{message}"):
-        preferences_import(path=path, file_format="hh")
-    assert stored_counts() == (0,) * 7
+def test_a_bad_line_is_reported_by_file_and_line_and_the_good_lines_are_imported(db, tmp_path, bad_line, message):
+    path = write_jsonl(tmp_path / "broken.jsonl", [SINGLE, bad_line, MULTI])
+    job = preferences_import(path=path, file_format="hh")
+    assert job.status == ImportJob.Status.DONE and (job.pairs_stored, job.lines_skipped) == (2, 1)
+    assert len(job.errors) == 1 and re.fullmatch(rf"broken\.jsonl:2: .*{message}.*", job.errors[0])
+    assert sorted(ImportedPair.objects.values_list("line", flat=True)) == [1, 3]
+    assert stored_counts() == (2, 2, 4, 4, 2, 2, 2)
 
 
-def test_a_corrupt_gzip_file_is_refused(db, tmp_path):
+@pytest.mark.parametrize("options, message", [
+    ({"file_format": "csv"}, "format must be one of hh, trl"),
+    ({"file_format": "hh", "strength": 5}, "from 1 to 4"),
+])
+def test_bad_options_are_refused_before_a_job_is_recorded(db, tmp_path, options, message):
+    with pytest.raises(InvalidInput, match=message):
+        preferences_import(path=write_jsonl(tmp_path / "hh.jsonl", [SINGLE]), **options)
+    assert not ImportJob.objects.exists()
+
+
+def test_a_file_that_is_not_gzip_inside_is_read_as_text_whatever_its_name(db, tmp_path):
+    job = preferences_import(path=write_jsonl(tmp_path / "plain.jsonl.gz", [SINGLE]), file_format="hh")
+    assert (job.status, job.pairs_stored) == ("done", 1)
+
+
+def test_a_corrupt_gzip_file_fails_the_job_and_stores_nothing(db, tmp_path):
     path = tmp_path / "broken.jsonl.gz"
-    path.write_bytes(b"not gzip at all")
-    with pytest.raises(InvalidInput, match="broken.jsonl.gz: cannot be read"):
-        preferences_import(path=path, file_format="hh")
+    path.write_bytes(gzip.compress(b"\n".join(json.dumps(row).encode() for row in [SINGLE, MULTI]))[:-12])
+    job = preferences_import(path=path, file_format="hh")
+    assert job.status == ImportJob.Status.FAILED and job.error.startswith("broken.jsonl.gz: cannot be read")
+    assert stored_counts() == (0, 0, 0, 0, 0, 0, 0)
 
 
 TRL_CONVERSATIONAL = {
@@ -157,20 +177,22 @@ def test_trl_conversational_export_gives_back_the_imported_rows(clients, tmp_pat
     ],
 )
 def test_bad_trl_rows_are_refused(db, tmp_path, row, message):
-    with pytest.raises(InvalidInput, match=rf"trl\.jsonl, line 2: .*{message}"):
-        preferences_import(path=write_jsonl(tmp_path / "trl.jsonl", [TRL_CONVERSATIONAL, row]), file_format="trl")
-    assert stored_counts() == (0,) * 7
+    job = preferences_import(path=write_jsonl(tmp_path / "trl.jsonl", [TRL_CONVERSATIONAL, row]), file_format="trl")
+    assert len(job.errors) == 1 and re.fullmatch(rf"trl\.jsonl:2: .*{message}.*", job.errors[0])
+    assert list(ImportedPair.objects.values_list("line", flat=True)) == [1]
 
 
 def test_the_command_reports_counts_and_errors(db, tmp_path, capsys):
-    path = write_jsonl(tmp_path / "hh.jsonl", [SINGLE, SINGLE])
+    path = write_jsonl(tmp_path / "hh.jsonl", [SINGLE, SINGLE, "{"])
     call_command("import_preferences", str(path), "--format", "hh", "--strength", "3")
-    assert "1 pairs imported, 1 duplicates skipped." in capsys.readouterr().out
+    output = capsys.readouterr()
+    assert "1 pairs imported, 1 duplicates skipped, 1 bad lines skipped." in output.out
+    assert "hh.jsonl:3: not valid JSON" in output.err
     assert Judgment.objects.get().strength == 3
-    with pytest.raises(CommandError, match=r"Nothing was imported\. bad\.jsonl, line 1"):
-        call_command("import_preferences", str(write_jsonl(tmp_path / "bad.jsonl", ["{"])), "--format", "hh")
     with pytest.raises(CommandError, match="does not exist"):
         call_command("import_preferences", str(tmp_path / "missing.jsonl"), "--format", "hh")
+    with pytest.raises(CommandError, match="strength"):
+        call_command("import_preferences", str(path), "--format", "hh", "--strength", "7")
 
 
 @pytest.mark.slow
@@ -179,8 +201,8 @@ def test_the_hh_rlhf_test_split_round_trips_through_import_and_hh_export(clients
         pytest.skip(f"{HH_TEST_SPLIT} is absent: the shared HH-RLHF data is not checked out beside the repository.")
     with gzip.open(HH_TEST_SPLIT, "rt", encoding="utf-8") as lines:
         originals = [json.loads(line) for line in lines if line.strip()]
-    report = preferences_import(path=HH_TEST_SPLIT, file_format="hh")
+    job = preferences_import(path=HH_TEST_SPLIT, file_format="hh")
     unique = list({(row["chosen"], row["rejected"]): row for row in originals}.values())
-    assert report.created == len(unique) and report.created + report.skipped_duplicates == len(originals) == 2312
+    assert job.pairs_stored == len(unique) and job.pairs_stored + job.duplicates_skipped == len(originals) == 2312
     exported = export_rows(clients["researcher"], dataset="hh")
     assert exported == [{"chosen": row["chosen"], "rejected": row["rejected"]} for row in unique]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from preference_app.api.export import ExportQuery
-from preference_app.api.models import ExportJob
+from preference_app.api.models import ExportJob, ImportJob
 from preference_app.api.services import export_write
 from preference_app.core.models import Prompt
 from tests.api.conftest import judge, make_comparison, make_model_version, make_round
@@ -25,6 +25,8 @@ def world(db, annotators, researcher, tmp_path):
         requested_by=researcher, options=query.to_json(), status=ExportJob.Status.DONE, directory=str(tmp_path),
         data_file_name=query.data_file_name,
     )
+    import_job = ImportJob.objects.create(requested_by=researcher, source_path=str(tmp_path / "pairs.jsonl"),
+                                          file_name="pairs.jsonl", file_format="hh", status=ImportJob.Status.DONE)
     return {
         "comparison": comparison.pk,
         "judgment": judgment.pk,
@@ -32,6 +34,7 @@ def world(db, annotators, researcher, tmp_path):
         "round": comparison.training_round.pk,
         "model_version": comparison.candidate_a.model_version.pk,
         "job": job.pk,
+        "import_job": import_job.pk,
     }
 
 
@@ -60,6 +63,13 @@ MATRIX = [
     ("get", "/api/export-jobs/{job}/", None, (403, 403, 200, 404)),
     ("get", "/api/export-jobs/{job}/data/", None, (403, 403, 200, 404)),
     ("get", "/api/export-jobs/{job}/card/", None, (403, 403, 200, 404)),
+    ("get", "/api/import-jobs/", None, (403, 403, 200, 200)),
+    # An import is uploaded as multipart; a JSON body is the wrong media type.
+    ("post", "/api/import-jobs/", {"file_format": "hh"}, (403, 403, 415, 415)),
+    # The researcher's own import, like their export: not shown to the admin through the API.
+    ("get", "/api/import-jobs/{import_job}/", None, (403, 403, 200, 404)),
+    # It is done, so there is nothing to resume.
+    ("post", "/api/import-jobs/{import_job}/resume/", None, (403, 403, 400, 404)),
 ]
 
 

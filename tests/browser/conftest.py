@@ -6,12 +6,11 @@ Playwright cannot download browsers here, so Debian's Chromium (`make browser`) 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, Permission
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
 from preference_app.annotation import services
 from preference_app.core import roles
@@ -52,12 +51,28 @@ def page(chromium, live_server) -> Page:
     page = context.new_page()
     page.set_default_timeout(20_000)
     expect.set_options(timeout=20_000)
-    # Uncaught errors in the page's own scripts fail the test that caused them.
-    errors: list[str] = []
+    # Uncaught errors in the page's own scripts fail the test that caused them, and so does anything
+    # the Content-Security-Policy refused.
+    errors = csp_violations_recorded(context)
     page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    assert not errors, f"JavaScript errors or CSP violations in the page: {errors}"
+
+
+def csp_violations_recorded(context: BrowserContext) -> list[str]:
+    """A list that fills with "directive blocked-thing at file:line" for each CSP violation in the context.
+
+    Chromium's own "Refused to ..." messages go to its log, which Playwright's console events do
+    not carry; the page's securitypolicyviolation event does, and is passed to Python here.
+    """
+    violations: list[str] = []
+    context.expose_function("__reportCspViolation", lambda violation: violations.append(violation))
+    context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', event => window.__reportCspViolation("
+        "`${event.effectiveDirective} ${event.blockedURI} at ${event.sourceFile}:${event.lineNumber}`));"
+    )
+    return violations
 
 
 def log_in(page: Page, username: str) -> None:
@@ -84,7 +99,7 @@ def role_groups(transactional_db):
 @pytest.fixture(autouse=True)
 def short_chat_replies(monkeypatch):
     """Live-chat replies of a few tokens: the tiny model's text is noise, and each token costs time."""
-    monkeypatch.setattr(services, "CHAT_SAMPLING", replace(services.CHAT_SAMPLING, max_new_tokens=6))
+    monkeypatch.setattr(services, "CHAT_SAMPLING", {**services.CHAT_SAMPLING, "max_new_tokens": 6})
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Untrusted text never runs in a page: imported transcripts, chat messages, rationales, model
-names and round errors carrying script payloads are shown as text in real Chromium."""
+names and round errors carrying script payloads are shown as text in real Chromium, and were one
+ever written into a page as markup, the Content-Security-Policy would still refuse to run it."""
 
 import json
 
@@ -9,7 +10,7 @@ from playwright.sync_api import expect
 from preference_app.api.services import preferences_import
 from preference_app.core.models import Candidate, Comparison, Conversation, ModelVersion, TrainingRound, Turn
 from preference_app.core.services import judgment_submit
-from tests.browser.conftest import log_in
+from tests.browser.conftest import csp_violations_recorded, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -38,6 +39,33 @@ def test_an_imported_transcript_with_payloads_is_shown_as_text(page, annotator, 
     expect(page.locator(".transcript .text")).to_have_text(SVG)
     assert set(page.locator(".reply .text").all_inner_texts()) == {IMAGE, SCRIPT}
     nothing_ran(page)
+
+
+def test_a_prompt_written_into_the_page_as_markup_would_still_not_run(chromium, live_server, annotator, tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"chosen": f"\n\nHuman: {SCRIPT}{IMAGE}\n\nAssistant: Hi.",
+                                "rejected": f"\n\nHuman: {SCRIPT}{IMAGE}\n\nAssistant: Hello."}) + "\n")
+    preferences_import(path=path, file_format="hh")
+    Comparison.objects.update(overlap_target=2)
+    # A context of its own: the page fixture fails a test on any refusal, and here refusals are the point.
+    context = chromium.new_context(base_url=live_server.url)
+    page = context.new_page()
+    refused = csp_violations_recorded(context)
+    log_in(page, annotator.username)
+    page.goto("/annotate/")
+    prompt = page.locator(".transcript .text").inner_text()
+    assert prompt == SCRIPT + IMAGE
+    # What an escaping bug would do: parse the prompt as markup whose scripts and handlers may run.
+    page.evaluate("text => document.body.append(document.createRange().createContextualFragment(text))", prompt)
+    # The script is refused at once, the image's handler once its load has failed.
+    for _ in range(50):
+        if len(refused) >= 2:
+            break
+        page.wait_for_timeout(100)
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert sorted(violation.split(" at ")[0] for violation in refused) == ["script-src-attr inline",
+                                                                          "script-src-elem inline"]
+    context.close()
 
 
 def test_a_chat_message_with_payloads_is_shown_as_text(page, annotator, tiny_policy):

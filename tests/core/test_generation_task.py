@@ -30,13 +30,13 @@ def finished(batch_id):
 
 
 def test_worker_turns_prompts_into_candidates_and_comparisons(celery_worker, tiny_policy):
-    sampling = GenerationConfig(candidates_per_context=4, max_new_tokens=12, seed=7)
+    sampling = GenerationConfig(candidates_per_context=4, max_new_tokens=12, seed=7).to_dict()
     batch = generation_batch_create(model_version=tiny_policy, conversations=start_conversations(), sampling=sampling)
     batch = wait_for(lambda: finished(batch.pk), timeout=120, message="the generation batch")
     assert batch.status == GenerationBatch.Status.DONE, batch.error
     candidates = Candidate.objects.filter(model_version=tiny_policy)
     assert candidates.count() == len(PROMPTS) * 4
-    assert all(0 < candidate.token_count <= 12 and candidate.sampling == sampling.to_dict() for candidate in candidates)
+    assert all(0 < candidate.token_count <= 12 and candidate.sampling == sampling for candidate in candidates)
     assert all(candidate.generation_seconds > 0 for candidate in candidates)
     comparisons = Comparison.objects.all()
     assert comparisons.count() == len(PROMPTS) * 2
@@ -47,7 +47,7 @@ def test_worker_turns_prompts_into_candidates_and_comparisons(celery_worker, tin
 
 
 def test_a_duplicated_task_message_generates_the_batch_once(celery_worker, tiny_policy):
-    sampling = GenerationConfig(candidates_per_context=2, max_new_tokens=6)
+    sampling = GenerationConfig(candidates_per_context=2, max_new_tokens=6).to_dict()
     batch = generation_batch_create(model_version=tiny_policy, conversations=start_conversations()[:1], sampling=sampling)
     duplicates = [generate_candidates.delay(batch.pk), generate_candidates.delay(batch.pk)]
     outcomes = [result.get(timeout=120) for result in duplicates]
@@ -61,7 +61,7 @@ def test_an_unloadable_model_fails_the_batch_with_a_readable_error(celery_worker
         name="missing", kind=ModelVersion.Kind.POLICY, path=str(tmp_path / "nowhere"), base_model_id="none"
     )
     batch = generation_batch_create(
-        model_version=broken, conversations=start_conversations()[:1], sampling=GenerationConfig(max_new_tokens=4)
+        model_version=broken, conversations=start_conversations()[:1], sampling=GenerationConfig(max_new_tokens=4).to_dict()
     )
     batch = wait_for(lambda: finished(batch.pk), timeout=60, message="the generation batch to fail")
     assert batch.status == GenerationBatch.Status.FAILED

@@ -101,3 +101,20 @@ def test_development_secret_key_is_generated_once_and_kept(tmp_path):
     assert len(first.stdout.split()[-1]) >= 50
     assert first.stdout.split()[-1] == second.stdout.split()[-1]
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def production_request_is_secure(extra_env: dict[str, str]) -> str:
+    result = run_django(
+        {"DEBUG": "false", "SECRET_KEY": "k3y-" + "abcdefghij" * 6, "ALLOWED_HOSTS": "prefs.example", **extra_env},
+        "shell",
+        "-c",
+        "from django.test import RequestFactory; "
+        "print(RequestFactory().get('/', HTTP_X_FORWARDED_PROTO='https').is_secure())",
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()[-1]
+
+
+def test_a_client_cannot_claim_https_unless_a_proxy_is_trusted_to_say_so():
+    assert production_request_is_secure({}) == "False"
+    assert production_request_is_secure({"TRUST_X_FORWARDED_PROTO": "true"}) == "True"

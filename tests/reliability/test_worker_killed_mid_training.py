@@ -24,8 +24,10 @@ pytestmark = [pytest.mark.fault, pytest.mark.worker, pytest.mark.django_db(trans
 
 HEARTBEAT_SECONDS = 1
 STALL_SECONDS = 3
-# Far more epochs than the test waits for: the worker is always killed while still training.
-ENDLESS = 100_000
+# The most epochs round settings allow, over PAIRS pairs: far more steps than the test waits for, so
+# the worker is always killed while still training.
+ENDLESS = 20
+PAIRS = 240
 STEPS = {
     "reward": ("training_reward", "preference_app.rounds.tasks.train_round_reward", "reward_epochs", "reward"),
     "dpo": ("training_policy", "preference_app.rounds.tasks.train_round_policy", "epochs", "policy"),
@@ -34,13 +36,13 @@ CHECKPOINT_FILES = {"config.json", "model.safetensors", "training_config.json", 
 
 
 def a_round_ready_to_train(tiny_model_dir, status: str, epochs_key: str) -> TrainingRound:
-    """A round at the start of a training step, with twelve judged comparisons of short replies."""
+    """A round at the start of a training step, with PAIRS judged comparisons of short replies."""
     base = ModelVersion.objects.create(name="base:tiny", kind="policy", path=str(tiny_model_dir),
                                        base_model_id="tiny", is_serving=True)
     config = RoundSettings(batch_size=4, max_length=64, **{epochs_key: ENDLESS}).to_dict()
     training_round = TrainingRound.objects.create(number=1, status=status, config=config, step="Queued")
     annotator = make_user("ann", roles.ANNOTATOR)
-    for number in range(12):
+    for number in range(PAIRS):
         conversation = Conversation.objects.create(source="prompt")
         Turn.objects.create(conversation=conversation, index=0, role="user", text=f"Name a colour, please ({number}).")
         short, long = (Candidate.objects.create(conversation=conversation, context_length=1, text=text, model_version=base)

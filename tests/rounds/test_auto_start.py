@@ -1,10 +1,15 @@
 """Step 4 by itself: a completed round's `auto_start_after_judgments` starts the next round."""
 
+import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from preference_app.core.models import TrainingRound
 from preference_app.core.services import judgment_submit
 from tests.rounds.test_round_flow import SMALL_ROUND
+
+# Transactional: the round reacts to core's judgment_recorded event, sent once a judgment commits.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def completed_round(number: int, **settings_values) -> TrainingRound:
@@ -30,3 +35,12 @@ def test_without_the_setting_judgments_start_no_round(db, comparison, annotator)
     completed_round(1)
     judgment_submit(annotator=annotator, comparison=comparison, choice="a", strength=1, left_candidate="a")
     assert TrainingRound.objects.count() == 1
+
+
+def test_the_next_round_starts_only_once_the_judgment_has_committed(db, comparison, annotator):
+    completed_round(1, auto_start_after_judgments=1)
+    with transaction.atomic():
+        judgment_submit(annotator=annotator, comparison=comparison, choice="a", strength=1, left_candidate="a")
+        assert TrainingRound.objects.count() == 1
+    assert TrainingRound.objects.filter(number=2, status="pending").exists()
+

@@ -2,7 +2,7 @@
 
 from preference_app.core.models import ModelVersion
 from preference_app.rounds.round_settings import RoundSettings
-from preference_app.rounds.services import _pairing_for
+from preference_app.rounds.steps import _pairing_for
 from training.checkpoints import load_reward_model, save_checkpoint
 from training.generate import GeneratedReply
 from training.reward import score_replies

@@ -10,7 +10,9 @@ from preference_app.rounds import services, verdicts
 from preference_app.rounds.round_settings import RoundSettings
 from tests.conftest import make_user
 
-pytestmark = pytest.mark.django_db
+# Transactional: people's judgments reach the round through core's judgment_recorded event, which
+# is sent only once a judgment's transaction commits.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def a_round_awaiting_the_verdict(*, head_to_heads=10, reward_model_prefers="new", **settings_values):

@@ -8,7 +8,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from preference_app.core.models import Conversation, Judgment, Prompt
+from preference_app.api.models import ExportJob
+from preference_app.core.models import Conversation, Judgment, Prompt, TrainingRound
 from tests.security.conftest import client_for
 
 
@@ -83,3 +84,51 @@ def test_a_token_request_that_is_not_a_json_object_gets_a_400_not_a_server_error
     response = APIClient().post("/api/auth/token/", body, content_type="application/json")
     assert response.status_code == 400
     assert "JSON object" in response.json()["detail"]
+
+
+NESTED_50K = b"[" * 50_000
+
+
+@pytest.mark.parametrize("path, role", [
+    ("/api/auth/token/", "anonymous"),
+    ("/api/prompts/", "annotator"),
+    ("/api/judgments/", "annotator"),
+    ("/api/rounds/", "admin"),
+], ids=["token endpoint, unauthenticated", "prompts", "judgments", "round start"])
+def test_fifty_thousand_nested_brackets_get_a_400_with_a_json_error(users, path, role):
+    # Before the depth limit, Python's JSON decoder ran out of stack on this body: a server error.
+    client = APIClient()
+    if users[role] is not None:
+        client.force_authenticate(users[role])
+    response = client.post(path, NESTED_50K, content_type="application/json")
+    assert response.status_code == 400
+    assert "nests more than 64 levels" in response.json()["detail"]
+    assert not Prompt.objects.exists() and not Judgment.objects.exists()
+
+
+def test_a_body_nested_just_past_the_limit_is_refused_before_any_serializer_sees_it(api):
+    body = {"text": "A prompt.", "tags": ["x"]}
+    for _ in range(64):
+        body = {"text": "A prompt.", "tags": [body]}
+    response = api.post("/api/prompts/", json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    assert "nests more than 64 levels" in response.json()["detail"]
+    assert not Prompt.objects.exists()
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"x"', b"42", b"null", b"true"])
+@pytest.mark.parametrize("path, role", [
+    ("/api/prompts/", "annotator"),
+    ("/api/judgments/", "annotator"),
+    ("/api/rounds/", "admin"),
+    ("/api/export-jobs/", "researcher"),
+], ids=["prompts", "judgments", "round start", "export job"])
+def test_a_body_that_is_not_a_json_object_gets_a_400_and_stores_nothing(users, world, path, role, body):
+    client = APIClient()
+    client.force_authenticate(users[role])
+    rounds_before = TrainingRound.objects.count()
+    response = client.post(path, body, content_type="application/json")
+    assert response.status_code == 400
+    assert isinstance(response.json(), dict)
+    assert not Prompt.objects.exists() and not Judgment.objects.exists()
+    assert TrainingRound.objects.count() == rounds_before and not ExportJob.objects.exclude(pk=world["job"]).exists()

@@ -62,6 +62,12 @@ MATRIX = [
     # The job has not finished, so even its requester gets "not ready yet" instead of a file.
     ("get", "/api/export-jobs/{job}/data/", (403, 403, 400, 404)),
     ("get", "/api/export-jobs/{job}/card/", (403, 403, 400, 404)),
+    ("get", "/api/import-jobs/", (403, 403, 200, 200)),
+    # No file: refused by the input serializer.
+    ("post", "/api/import-jobs/", (403, 403, 400, 400)),
+    # An export job's id, which no import job has.
+    ("get", "/api/import-jobs/{job}/", (403, 403, 404, 404)),
+    ("post", "/api/import-jobs/{job}/resume/", (403, 403, 404, 404)),
 ]
 
 
