@@ -195,7 +195,8 @@ def run_mode(job: dict) -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from preference_app.core.services import builtin_prompts_load, model_version_base_ensure
+    from preference_app.core.generation import model_version_base_ensure
+    from preference_app.core.prompts import builtin_prompts_load
 
     call_command("migrate", verbosity=0)
     builtin_prompts_load()
@@ -507,7 +508,8 @@ def main() -> None:
     import django
 
     django.setup()
-    from preference_app.core.services import InvalidInput, prompt_rows
+    from preference_app.core.errors import InvalidInput
+    from preference_app.core.prompts import prompt_rows
     from preference_app.rounds.evaluation_sets import BUILTIN_EVALUATION_FILE
     from preference_app.rounds.round_settings import RoundSettings
 

@@ -51,8 +51,10 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
+    from preference_app.core.generation import model_version_base_ensure
     from preference_app.core.models import Comparison, TrainingRound
-    from preference_app.core.services import builtin_prompts_load, judgment_submit, model_version_base_ensure
+    from preference_app.core.prompts import builtin_prompts_load
+    from preference_app.core.services import judgment_submit
     from preference_app.rounds import services, steps
 
     call_command("migrate", verbosity=0)

@@ -205,7 +205,7 @@ SPECTACULAR_SETTINGS = {
     # Export and import jobs share their status choices, and "file_format" means an export's file
     # type or an import's dataset format: named here, so the schema has no hash-named enums.
     "ENUM_NAME_OVERRIDES": {
-        "JobStatusEnum": "preference_app.api.models.ImportJob.Status",
+        "JobStatusEnum": "preference_app.api.models.JobStatus",
         "ImportFormatEnum": "preference_app.api.models.ImportFormat",
     },
 }

@@ -35,15 +35,20 @@ def _progress(step: int, total: int, loss: float) -> None:
     print(f"step {step}/{total} loss {loss:.4f}", file=sys.stderr, flush=True)
 
 
-def _add_optim_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_shared_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every training stage, offline or online, takes."""
     parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--gradient-accumulation", type=int)
-    parser.add_argument("--max-length", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device")
     parser.add_argument("--gradient-checkpointing", action="store_true", default=None)
+
+
+def _add_optim_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_shared_arguments(parser)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--gradient-accumulation", type=int)
+    parser.add_argument("--max-length", type=int)
     parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None)
 
 
@@ -110,20 +115,16 @@ def _add_online_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=Path, required=True, help="contexts JSONL (the round's generation prompts)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--reference", dest="reference_path", help="reference checkpoint (default: the policy)")
-    parser.add_argument("--learning-rate", type=float)
+    _add_shared_arguments(parser)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--prompts-per-step", type=int)
     parser.add_argument("--samples-per-prompt", type=int)
     parser.add_argument("--update-epochs", type=int)
     parser.add_argument("--mini-batches", type=int)
-    parser.add_argument("--batch-size", type=int)
     parser.add_argument("--beta", type=float)
     parser.add_argument("--max-new-tokens", type=int)
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--missing-eos-penalty", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device")
-    parser.add_argument("--gradient-checkpointing", action="store_true", default=None)
 
 
 def command_online(args) -> None:

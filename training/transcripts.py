@@ -2,7 +2,7 @@
 where the two transcripts of a pair part.
 
 Pure Python, with no torch and no Django, so that both the training CLI (`training.data`) and the
-web app's importer (`preference_app.api.services`) read HH files through this one module; each
+web app's importer (`preference_app.api.parsing`) read HH files through this one module; each
 adds its own policy on top (the importer insists on an exact round trip, training strips spaces).
 """
 

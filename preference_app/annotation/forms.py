@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from preference_app.annotation import services
+from preference_app.annotation import chat, services
 from preference_app.core.services import ALLOWED_FLAGS, MAX_RATIONALE_CHARS
 
 # The order of the scale as laid out on the page, with the key that picks each point.
@@ -33,12 +33,12 @@ class JudgmentForm(forms.Form):
 
 class ChatJudgmentForm(JudgmentForm):
     # Both boxes arrive prefilled with the original replies; a changed one is an edit.
-    edit_left = forms.CharField(required=False, strip=False, max_length=services.MAX_MESSAGE_CHARS)
-    edit_right = forms.CharField(required=False, strip=False, max_length=services.MAX_MESSAGE_CHARS)
+    edit_left = forms.CharField(required=False, strip=False, max_length=chat.MAX_MESSAGE_CHARS)
+    edit_right = forms.CharField(required=False, strip=False, max_length=chat.MAX_MESSAGE_CHARS)
 
 
 class ChatMessageForm(forms.Form):
-    text = forms.CharField(max_length=services.MAX_MESSAGE_CHARS, error_messages={"required": "Write a message first."})
+    text = forms.CharField(max_length=chat.MAX_MESSAGE_CHARS, error_messages={"required": "Write a message first."})
 
 
 class ChatEndForm(forms.Form):
@@ -47,4 +47,4 @@ class ChatEndForm(forms.Form):
         coerce=int,
         error_messages={"required": "Rate the conversation from 1 (bad) to 4 (good)."},
     )
-    comment = forms.CharField(required=False, max_length=services.MAX_COMMENT_CHARS)
+    comment = forms.CharField(required=False, max_length=chat.MAX_COMMENT_CHARS)

@@ -17,7 +17,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from preference_app.annotation import selectors, services
+from preference_app.annotation import chat, selectors, services
 from preference_app.annotation.forms import (
     EXTRA_POINTS,
     FLAG_CHOICES,
@@ -27,7 +27,7 @@ from preference_app.annotation.forms import (
     ChatMessageForm,
     JudgmentForm,
 )
-from preference_app.core.services import InvalidInput
+from preference_app.core.errors import InvalidInput
 
 
 def annotator_required(view):
@@ -123,7 +123,7 @@ def chat_list(request: HttpRequest) -> HttpResponse:
     form = ChatMessageForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            conversation = services.chat_start(annotator=request.user, text=form.cleaned_data["text"])
+            conversation = chat.chat_start(annotator=request.user, text=form.cleaned_data["text"])
         except InvalidInput as error:
             form.add_error("text", str(error))
         else:
@@ -141,7 +141,7 @@ def _render_chat(
     htmx leaves the page alone on a 204, so polling while replies are generated does not redraw
     (and close) what the annotator has open, such as the form that ends the chat.
     """
-    state = services.chat_state(annotator=request.user, conversation=conversation)
+    state = chat.chat_state(annotator=request.user, conversation=conversation)
     if request.htmx and unless and unless == state.phase:
         return HttpResponse(status=204)
     context = {
@@ -179,7 +179,7 @@ def chat_message(request: HttpRequest, conversation_id: int) -> HttpResponse:
     form = ChatMessageForm(request.POST)
     if form.is_valid():
         try:
-            services.chat_message_send(conversation=conversation, text=form.cleaned_data["text"])
+            chat.chat_message_send(conversation=conversation, text=form.cleaned_data["text"])
         except InvalidInput as error:
             form.add_error("text", str(error))
     if form.errors:
@@ -194,7 +194,7 @@ def chat_judge(request: HttpRequest, conversation_id: int, comparison_id: int) -
     form = ChatJudgmentForm(request.POST)
     if form.is_valid():
         try:
-            outcome = services.chat_judge(
+            outcome = chat.chat_judge(
                 annotator=request.user,
                 conversation=conversation,
                 comparison_id=comparison_id,
@@ -220,7 +220,7 @@ def chat_judge(request: HttpRequest, conversation_id: int, comparison_id: int) -
 def chat_retry(request: HttpRequest, conversation_id: int) -> HttpResponse:
     conversation = selectors.chat_get(annotator=request.user, conversation_id=conversation_id)
     try:
-        services.chat_retry(annotator=request.user, conversation=conversation)
+        chat.chat_retry(annotator=request.user, conversation=conversation)
     except InvalidInput as error:
         return _chat_posted(request, conversation, notice=str(error))
     return _chat_posted(request, conversation)
@@ -233,6 +233,6 @@ def chat_end(request: HttpRequest, conversation_id: int) -> HttpResponse:
     form = ChatEndForm(request.POST)
     if not form.is_valid():
         return _chat_posted(request, conversation, forms={"end_form": form})
-    services.chat_end(conversation=conversation, rating=form.cleaned_data["rating"], comment=form.cleaned_data["comment"])
+    chat.chat_end(conversation=conversation, rating=form.cleaned_data["rating"], comment=form.cleaned_data["comment"])
     conversation.refresh_from_db()
     return _chat_posted(request, conversation, notice="Thank you: the conversation is closed and rated.")

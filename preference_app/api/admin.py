@@ -5,10 +5,10 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 
-from preference_app.api import services
+from preference_app.api import imports
 from preference_app.api.models import ImportJob
 from preference_app.api.permissions import IMPORT_PREFERENCES
-from preference_app.core.services import InvalidInput
+from preference_app.core.errors import InvalidInput
 
 
 class ImportJobUploadForm(forms.ModelForm):
@@ -21,7 +21,7 @@ class ImportJobUploadForm(forms.ModelForm):
     def clean_upload(self):
         upload = self.cleaned_data["upload"]
         try:
-            services.import_upload_check(upload=upload)
+            imports.import_upload_check(upload=upload)
         except InvalidInput as error:
             raise forms.ValidationError(str(error)) from None
         return upload
@@ -63,7 +63,7 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         # The service keeps the upload and queues the job; the admin then shows the job it made.
-        job = services.import_job_upload(
+        job = imports.import_job_upload(
             user=request.user, upload=form.cleaned_data["upload"], file_format=obj.file_format, strength=obj.strength
         )
         obj.pk = job.pk
@@ -73,7 +73,7 @@ class ImportJobAdmin(admin.ModelAdmin):
     def resume(self, request, queryset):
         queued = 0
         for job in queryset.exclude(status=ImportJob.Status.DONE):
-            services.import_job_enqueue(job=job)
+            imports.import_job_enqueue(job=job)
             queued += 1
         self.message_user(request, f"{queued} imports queued to resume.", messages.SUCCESS)
 

@@ -10,16 +10,16 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from preference_app.api import formats
-from preference_app.api.filters import PreferenceFilters
-from preference_app.api.pseudonyms import annotator_pseudonym
-from preference_app.api.selectors import (
+from preference_app.api.export_selectors import (
     AgreementStatistics,
     flagged_comparison_count,
     judgment_rows_iter,
-    judgments_filtered,
     preference_pairs,
     preference_pairs_iter,
 )
+from preference_app.api.filters import PreferenceFilters
+from preference_app.api.pseudonyms import annotator_pseudonym
+from preference_app.api.votes import judgments_filtered
 
 AGGREGATION_RULE = (
     "Judgments of one comparison are aggregated by majority: the outcome is the choice (A, B, tie, both bad) "

@@ -10,6 +10,15 @@ from django.db import models
 from preference_app.core.models import Comparison
 
 
+class JobStatus(models.TextChoices):
+    """Where an export or import job stands; a worker moves it pending -> running -> done or failed."""
+
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
 class ExportJob(models.Model):
     """A large export written to disk by a Celery worker and downloaded later by its requester.
 
@@ -17,11 +26,7 @@ class ExportJob(models.Model):
     twice writes the files once.
     """
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = JobStatus
 
     # A random id, so one requester cannot guess the URL of another's download.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -57,11 +62,7 @@ class ImportJob(models.Model):
     runs of the same job (a redelivered message, a resume beside a live run) never both store it.
     """
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = JobStatus
 
     # A random id, so one requester cannot guess another's job.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -12,13 +12,15 @@ from rest_framework import serializers
 from preference_app.api import formats
 from preference_app.api.export import ExportQuery
 from preference_app.api.filters import PreferenceFilterSerializer
+from preference_app.api.imports import DEFAULT_IMPORTED_STRENGTH
 from preference_app.api.models import ExportJob, ImportedPair, ImportJob
 from preference_app.api.pseudonyms import annotator_pseudonym
-from preference_app.api.selectors import comparison_outcome, comparison_votes, context_messages
-from preference_app.api.services import DEFAULT_IMPORTED_STRENGTH
+from preference_app.api.selectors import context_messages
+from preference_app.api.votes import comparison_outcome, comparison_votes
 from preference_app.core.models import Comparison, Judgment, ModelVersion, Prompt, TrainingRound
+from preference_app.core.prompts import MAX_PROMPT_CHARS
 from preference_app.core.roles import sees_internals
-from preference_app.core.services import ALLOWED_FLAGS, MAX_PROMPT_CHARS, MAX_RATIONALE_CHARS
+from preference_app.core.services import ALLOWED_FLAGS, MAX_RATIONALE_CHARS
 
 
 @extend_schema_field(OpenApiTypes.STR)

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from preference_app.api import services
+from preference_app.api import imports, services
 
 
 # No acks_late: the service claims a job with a conditional update, so a redelivered message would
@@ -18,5 +18,5 @@ def export_job_task(job_id: str) -> dict:
 # offset still is, so running the task again after a lost worker repeats nothing.
 @shared_task(acks_late=True)
 def import_job_task(job_id: str) -> dict:
-    job = services.import_job_run(job_id=job_id)
+    job = imports.import_job_run(job_id=job_id)
     return {"job": str(job.pk), "status": job.status, "pairs_stored": job.pairs_stored}

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from preference_app.api import views
+from preference_app.api import data_views, views
 
 app_name = "api"
 
@@ -17,13 +17,13 @@ urlpatterns = [
     path("rounds/<int:pk>/", views.TrainingRoundDetailView.as_view(), name="round-detail"),
     path("model-versions/", views.ModelVersionListView.as_view(), name="model-version-list"),
     path("model-versions/<int:pk>/", views.ModelVersionDetailView.as_view(), name="model-version-detail"),
-    path("export/", views.ExportView.as_view(), name="export"),
-    path("export/card/", views.ExportCardView.as_view(), name="export-card"),
-    path("export-jobs/", views.ExportJobListView.as_view(), name="export-job-list"),
-    path("export-jobs/<uuid:pk>/", views.ExportJobDetailView.as_view(), name="export-job-detail"),
-    path("export-jobs/<uuid:pk>/data/", views.ExportJobDataView.as_view(), name="export-job-data"),
-    path("export-jobs/<uuid:pk>/card/", views.ExportJobCardView.as_view(), name="export-job-card"),
-    path("import-jobs/", views.ImportJobListView.as_view(), name="import-job-list"),
-    path("import-jobs/<uuid:pk>/", views.ImportJobDetailView.as_view(), name="import-job-detail"),
-    path("import-jobs/<uuid:pk>/resume/", views.ImportJobResumeView.as_view(), name="import-job-resume"),
+    path("export/", data_views.ExportView.as_view(), name="export"),
+    path("export/card/", data_views.ExportCardView.as_view(), name="export-card"),
+    path("export-jobs/", data_views.ExportJobListView.as_view(), name="export-job-list"),
+    path("export-jobs/<uuid:pk>/", data_views.ExportJobDetailView.as_view(), name="export-job-detail"),
+    path("export-jobs/<uuid:pk>/data/", data_views.ExportJobDataView.as_view(), name="export-job-data"),
+    path("export-jobs/<uuid:pk>/card/", data_views.ExportJobCardView.as_view(), name="export-job-card"),
+    path("import-jobs/", data_views.ImportJobListView.as_view(), name="import-job-list"),
+    path("import-jobs/<uuid:pk>/", data_views.ImportJobDetailView.as_view(), name="import-job-detail"),
+    path("import-jobs/<uuid:pk>/resume/", data_views.ImportJobResumeView.as_view(), name="import-job-resume"),
 ]

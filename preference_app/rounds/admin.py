@@ -3,8 +3,8 @@
 from django import forms
 from django.contrib import admin, messages
 
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import EvaluationSet, ModelVersion, TrainingRound
-from preference_app.core.services import InvalidInput
 from preference_app.rounds import services
 from preference_app.rounds.evaluation_sets import evaluation_set_create
 from preference_app.rounds.round_settings import RoundSettings

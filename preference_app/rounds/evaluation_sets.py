@@ -19,8 +19,9 @@ from pathlib import Path
 from django.db import transaction
 from django.db.models import Max
 
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import EvaluationSet
-from preference_app.core.services import MAX_PROMPT_CHARS, InvalidInput, prompt_rows, text_sha256
+from preference_app.core.prompts import MAX_PROMPT_CHARS, prompt_rows, text_sha256
 from preference_app.core.text import reads_as_blank
 
 BUILTIN_EVALUATION_FILE = Path(__file__).resolve().parent.parent / "core" / "builtin_evaluation_prompts.jsonl"

@@ -7,7 +7,7 @@ from typing import Any
 
 from django import forms
 
-from preference_app.core.services import InvalidInput
+from preference_app.core.errors import InvalidInput
 from preference_app.rounds.round_settings import ADVANCED, SETTING_GROUPS, RoundSettings
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from django.conf import settings
 
+from preference_app.core.errors import InvalidInput
 from preference_app.core.model_store import serving_model
 from preference_app.core.models import ModelVersion, TrainingRound
-from preference_app.core.services import InvalidInput
 from preference_app.rounds import selectors
 from preference_app.rounds.round_settings import ONLINE_POLICY_STEPS, RoundSettings, dpo_epochs_for
 from training.data import pair_to_trl_record

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from preference_app.core.services import InvalidInput
+from preference_app.core.errors import InvalidInput
 
 REFERENCES = ("base", "previous")
 # What the policy step trains on: people's pairs only; those plus the round's reward model's

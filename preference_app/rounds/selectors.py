@@ -14,9 +14,9 @@ from django.db import connection
 from django.db.models import Count, F, Max, Prefetch, Q
 from django.utils import timezone
 
+from preference_app.api.export_selectors import preference_pairs_iter
 from preference_app.api.filters import PreferenceFilters
 from preference_app.api.pseudonyms import annotator_pseudonym
-from preference_app.api.selectors import preference_pairs_iter
 from preference_app.core.models import (
     Comparison,
     Demonstration,
@@ -79,7 +79,7 @@ def is_held_out_prompt(prompt_sha256: str) -> bool:
 def preference_pairs(*, held_out_split: bool) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """Every decided comparison as a (context, chosen, rejected, margin) pair for training.
 
-    The same pairs and aggregation rule as the researchers' export (api.selectors): the most common
+    The same pairs and aggregation rule as the researchers' export (api.export_selectors): the most common
     choice of a comparison's judgments decides it, ties and both-bad outcomes are left out, and the
     margin is the mean strength of the agreeing judgments. Pairs whose opening prompt belongs to an
     evaluation set are left out, whatever their source (verdict head-to-heads, imports, chats), and

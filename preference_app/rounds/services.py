@@ -13,8 +13,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import Comparison, ModelVersion, TrainingRound
-from preference_app.core.services import InvalidInput
 from preference_app.rounds import loop, selectors, verdicts
 from preference_app.rounds.evaluation_sets import evaluation_set_active_ensure
 from preference_app.rounds.round_settings import RoundSettings

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from preference_app.core import claims
 from preference_app.core.models import TrainingRound
-from preference_app.core.services import task_enqueue_on_commit
+from preference_app.core.task_queue import task_enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 

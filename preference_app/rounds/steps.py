@@ -13,16 +13,16 @@ from django.conf import settings
 from django.db import transaction
 
 from preference_app.core.comparisons import candidate_create_from_reply, comparison_create
-from preference_app.core.models import Candidate, Comparison, ModelVersion, TrainingRound
-from preference_app.core.selectors import messages_before, model_version_serving
-from preference_app.core.services import (
-    InvalidInput,
-    conversation_start_from_prompt,
+from preference_app.core.errors import InvalidInput
+from preference_app.core.generation import (
     generation_batch_record,
     generation_batch_run,
     model_version_base_ensure,
     pair_at_random,
 )
+from preference_app.core.models import Candidate, Comparison, ModelVersion, TrainingRound
+from preference_app.core.prompts import conversation_start_from_prompt
+from preference_app.core.selectors import messages_before, model_version_serving
 from preference_app.rounds import selectors
 from preference_app.rounds.evaluation_sets import evaluation_set_active_ensure
 from preference_app.rounds.round_settings import RoundSettings

@@ -10,7 +10,7 @@ claimed before it runs, a message it sends again never makes the work run twice.
 
 from __future__ import annotations
 
-from preference_app.core.services import generation_batches_recover
+from preference_app.core.generation import generation_batches_recover
 from preference_app.rounds.step_runner import round_recover_stalled, round_steps_requeue
 
 

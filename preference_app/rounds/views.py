@@ -8,8 +8,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import ModelVersion
-from preference_app.core.services import InvalidInput
 from preference_app.rounds import selectors, services
 from preference_app.rounds.charts import round_charts
 from preference_app.rounds.forms import RoundSettingsForm

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from preference_app.annotation import services
+from preference_app.annotation import chat
 from preference_app.core.models import Candidate, Comparison, Conversation, ModelVersion, TrainingRound, Turn
 
 _texts = itertools.count()
@@ -59,4 +59,4 @@ def tiny_policy(tiny_model_dir, db):
 @pytest.fixture(autouse=True)
 def short_chat_replies(monkeypatch):
     """Live-chat replies of a few tokens: the tiny model's text is noise, and each token costs time."""
-    monkeypatch.setattr(services, "CHAT_SAMPLING", {**services.CHAT_SAMPLING, "max_new_tokens": 6})
+    monkeypatch.setattr(chat, "CHAT_SAMPLING", {**chat.CHAT_SAMPLING, "max_new_tokens": 6})

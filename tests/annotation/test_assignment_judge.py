@@ -7,8 +7,8 @@ import pytest
 from preference_app.annotation.models import Assignment
 from preference_app.annotation.services import assignment_judge, assignment_next, preference_to_choice
 from preference_app.core import roles
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import Judgment
-from preference_app.core.services import InvalidInput
 from tests.annotation.conftest import make_comparison
 from tests.conftest import make_user
 

@@ -9,7 +9,7 @@ import torch
 from django.urls import reverse
 
 from preference_app.annotation import selectors
-from preference_app.annotation.services import (
+from preference_app.annotation.chat import (
     ChatState,
     chat_end,
     chat_judge,
@@ -17,6 +17,8 @@ from preference_app.annotation.services import (
     chat_start,
     chat_state,
 )
+from preference_app.core.errors import InvalidInput
+from preference_app.core.generation import generation_batch_run
 from preference_app.core.models import (
     Candidate,
     Comparison,
@@ -26,7 +28,6 @@ from preference_app.core.models import (
     Judgment,
     ModelVersion,
 )
-from preference_app.core.services import InvalidInput, generation_batch_run
 from tests.conftest import make_user
 from training.checkpoints import ModelUnavailable
 

@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from preference_app.annotation import selectors
-from preference_app.annotation.services import ChatState, chat_start, chat_state
+from preference_app.annotation.chat import ChatState, chat_start, chat_state
 from preference_app.core.models import GenerationBatch
 
 STILL_WAITING = "This is taking longer than it should"

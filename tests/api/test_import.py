@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from preference_app.api.imports import preferences_import
 from preference_app.api.models import ImportedPair, ImportJob
-from preference_app.api.services import preferences_import
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import Candidate, Comparison, Conversation, Judgment, Prompt, Turn
-from preference_app.core.services import InvalidInput
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HH_TEST_SPLIT = REPO_ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"

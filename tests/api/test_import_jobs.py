@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from preference_app.api.imports import import_job_create, import_job_run, imports_directory
 from preference_app.api.models import ImportedPair, ImportJob
-from preference_app.api.services import import_job_create, import_job_run, imports_directory
 from preference_app.core.models import Comparison, Judgment
 from tests.api.conftest import client_for
 from tests.api.test_import import MULTI, SINGLE, TRL_CONVERSATIONAL, write_jsonl

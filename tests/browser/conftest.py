@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
-from preference_app.annotation import services
+from preference_app.annotation import chat
 from preference_app.core import roles
 from preference_app.core.models import ModelVersion
 from tests.conftest import TEST_OUTPUT
@@ -99,7 +99,7 @@ def role_groups(transactional_db):
 @pytest.fixture(autouse=True)
 def short_chat_replies(monkeypatch):
     """Live-chat replies of a few tokens: the tiny model's text is noise, and each token costs time."""
-    monkeypatch.setattr(services, "CHAT_SAMPLING", {**services.CHAT_SAMPLING, "max_new_tokens": 6})
+    monkeypatch.setattr(chat, "CHAT_SAMPLING", {**chat.CHAT_SAMPLING, "max_new_tokens": 6})
 
 
 @pytest.fixture

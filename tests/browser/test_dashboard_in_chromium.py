@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from preference_app.core.models import TrainingRound
-from preference_app.core.services import builtin_prompts_load
+from preference_app.core.prompts import builtin_prompts_load
 from tests.browser.conftest import log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]

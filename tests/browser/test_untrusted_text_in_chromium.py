@@ -7,7 +7,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from preference_app.api.services import preferences_import
+from preference_app.api.imports import preferences_import
 from preference_app.core.models import Candidate, Comparison, Conversation, ModelVersion, TrainingRound, Turn
 from preference_app.core.services import judgment_submit
 from tests.browser.conftest import csp_violations_recorded, log_in

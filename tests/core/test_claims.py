@@ -8,8 +8,8 @@ from datetime import timedelta
 from django.utils import timezone
 
 from preference_app.core import claims
+from preference_app.core.generation import generation_batch_record, generation_batch_run
 from preference_app.core.models import Conversation, GenerationBatch, ModelVersion, Turn
-from preference_app.core.services import generation_batch_record, generation_batch_run
 
 
 def a_finished_process_holder() -> str:

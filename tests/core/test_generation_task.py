@@ -2,8 +2,9 @@
 
 import pytest
 
+from preference_app.core.generation import generation_batch_create
 from preference_app.core.models import Candidate, Comparison, GenerationBatch, ModelVersion, Prompt
-from preference_app.core.services import conversation_start_from_prompt, generation_batch_create, prompt_create
+from preference_app.core.prompts import conversation_start_from_prompt, prompt_create
 from preference_app.core.tasks import generate_candidates
 from tests.conftest import wait_for
 from training.generate import GenerationConfig

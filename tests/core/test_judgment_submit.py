@@ -2,8 +2,9 @@
 
 import pytest
 
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import Judgment
-from preference_app.core.services import InvalidInput, judgment_submit
+from preference_app.core.services import judgment_submit
 
 
 def submit(comparison, annotator, **overrides):

@@ -5,8 +5,8 @@ import json
 import pytest
 from django.core.management import call_command
 
+from preference_app.core.generation import model_version_base_ensure
 from preference_app.core.model_store import base_model_location
-from preference_app.core.services import model_version_base_ensure
 from training.checkpoints import ModelUnavailable, load_causal_lm
 from training.generate import GenerationConfig, generate_replies
 

@@ -5,8 +5,9 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import Prompt
-from preference_app.core.services import BUILTIN_PROMPTS_FILE, InvalidInput, builtin_prompts_load, prompts_import
+from preference_app.core.prompts import BUILTIN_PROMPTS_FILE, builtin_prompts_load, prompts_import
 
 
 def test_builtin_set_has_at_least_sixty_distinct_prompts_across_categories(db):

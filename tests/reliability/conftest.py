@@ -19,9 +19,27 @@ import pytest
 import requests
 from celery import Celery
 
+from preference_app.core.models import Candidate, Comparison, Conversation, Judgment, ModelVersion, TrainingRound, Turn
 from tests.conftest import REPO_ROOT, TEST_OUTPUT, child_environment, wait_for
 
 WORKER_READY_SECONDS = 90
+
+
+def a_round_ready_to_train(tiny_model_dir, annotator, *, status: str, pairs: int, config: dict) -> TrainingRound:
+    """A round at the start of a training step, serving the tiny model, with `pairs` comparisons of a
+    short against a long reply that `annotator` judged (the short one better)."""
+    base = ModelVersion.objects.create(name="base:tiny", kind="policy", path=str(tiny_model_dir),
+                                       base_model_id="tiny", is_serving=True)
+    training_round = TrainingRound.objects.create(number=1, status=status, config=config, step="Queued")
+    for number in range(pairs):
+        conversation = Conversation.objects.create(source="prompt")
+        Turn.objects.create(conversation=conversation, index=0, role="user", text=f"Name a colour, please ({number}).")
+        short, long = (Candidate.objects.create(conversation=conversation, context_length=1, text=text, model_version=base)
+                       for text in ("Blue.", "Well, one colour that many people like a great deal is blue."))
+        comparison = Comparison.objects.create(conversation=conversation, context_length=1, candidate_a=short,
+                                               candidate_b=long, training_round=training_round)
+        Judgment.objects.create(comparison=comparison, annotator=annotator, choice="a", strength=3, left_candidate="a")
+    return training_round
 
 
 def free_port() -> int:

@@ -8,9 +8,9 @@ from django.db import OperationalError
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from preference_app.annotation import services as annotation_services
+from preference_app.core.generation import GENERATION_UNAVAILABLE
 from preference_app.core.middleware import DATABASE_UNAVAILABLE
 from preference_app.core.models import GenerationBatch, ModelVersion, TrainingRound
-from preference_app.core.services import GENERATION_UNAVAILABLE
 from preference_app.rounds import services as round_services
 from preference_app.rounds import tasks as round_tasks
 from tests.security.conftest import client_for

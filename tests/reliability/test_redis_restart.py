@@ -14,8 +14,8 @@ import pytest
 from django.conf import settings
 
 from preference_app.core import roles
+from preference_app.core.generation import GENERATION_UNAVAILABLE
 from preference_app.core.models import Candidate, Comparison, Conversation, Judgment, ModelVersion, Turn
-from preference_app.core.services import GENERATION_UNAVAILABLE
 from tests.conftest import child_environment, make_user, wait_for
 from tests.reliability.conftest import live_app, worker_process
 

@@ -22,21 +22,20 @@ import redis
 from celery import Celery
 from django.utils import timezone
 
+from preference_app.core.generation import generation_batch_record
 from preference_app.core.models import (
-    Candidate,
     Comparison,
     Conversation,
     GenerationBatch,
-    Judgment,
     ModelVersion,
     TrainingRound,
     Turn,
 )
-from preference_app.core.services import builtin_prompts_load, generation_batch_record
+from preference_app.core.prompts import builtin_prompts_load
 from preference_app.rounds import services
 from preference_app.rounds.round_settings import RoundSettings
 from tests.conftest import REPO_ROOT, TEST_OUTPUT, child_environment, wait_for
-from tests.reliability.conftest import WORKER_READY_SECONDS, worker_process
+from tests.reliability.conftest import WORKER_READY_SECONDS, a_round_ready_to_train, worker_process
 
 pytestmark = [pytest.mark.fault, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -125,26 +124,11 @@ def test_a_chat_turn_and_a_round_step_lost_with_redis_are_recovered_by_the_sweep
     assert Comparison.objects.filter(training_round=training_round).count() == moved.metrics["comparisons"] == 2
 
 
-def a_round_ready_for_a_long_dpo(tiny_model_dir, annotator) -> TrainingRound:
-    """A round at the start of its policy step, with enough judged pairs that DPO runs for a while."""
-    base = ModelVersion.objects.create(name="base:tiny", kind="policy", path=str(tiny_model_dir),
-                                       base_model_id="tiny", is_serving=True)
-    config = RoundSettings(batch_size=2, max_length=64, epochs=20).to_dict()
-    training_round = TrainingRound.objects.create(number=1, status="training_policy", config=config, step="Queued")
-    for number in range(LONG_DPO_PAIRS):
-        conversation = Conversation.objects.create(source="prompt")
-        Turn.objects.create(conversation=conversation, index=0, role="user", text=f"Name a colour, please ({number}).")
-        short, long = (Candidate.objects.create(conversation=conversation, context_length=1, text=text, model_version=base)
-                       for text in ("Blue.", "Well, one colour that many people like a great deal is blue."))
-        comparison = Comparison.objects.create(conversation=conversation, context_length=1, candidate_a=short,
-                                               candidate_b=long, training_round=training_round)
-        Judgment.objects.create(comparison=comparison, annotator=annotator, choice="a", strength=3, left_candidate="a")
-    return training_round
-
-
 def test_a_pool_child_killed_mid_dpo_is_taken_over_at_once_not_after_the_stall_time(redis_server, tiny_model_dir,
                                                                                        annotator):
-    training_round = a_round_ready_for_a_long_dpo(tiny_model_dir, annotator)
+    # Enough judged pairs that DPO runs for a while.
+    training_round = a_round_ready_to_train(tiny_model_dir, annotator, status="training_policy", pairs=LONG_DPO_PAIRS,
+                                            config=RoundSettings(batch_size=2, max_length=64, epochs=20).to_dict())
     env = child_environment()
     env.update(REDIS_URL=redis_server.url, CELERY_BROKER_URL=redis_server.url,
                ROUND_HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS), ROUND_STALL_SECONDS=str(STALL_SECONDS))

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from preference_app.core import roles
-from preference_app.core.models import Candidate, Comparison, Conversation, Judgment, ModelVersion, TrainingRound, Turn
+from preference_app.core.models import ModelVersion, TrainingRound
 from preference_app.rounds import services
 from preference_app.rounds.round_settings import RoundSettings
 from tests.conftest import make_user, wait_for
-from tests.reliability.conftest import worker_process
+from tests.reliability.conftest import a_round_ready_to_train, worker_process
 
 pytestmark = [pytest.mark.fault, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -33,24 +33,6 @@ STEPS = {
     "dpo": ("training_policy", "preference_app.rounds.tasks.train_round_policy", "epochs", "policy"),
 }
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "training_config.json", "metrics.json"}
-
-
-def a_round_ready_to_train(tiny_model_dir, status: str, epochs_key: str) -> TrainingRound:
-    """A round at the start of a training step, with PAIRS judged comparisons of short replies."""
-    base = ModelVersion.objects.create(name="base:tiny", kind="policy", path=str(tiny_model_dir),
-                                       base_model_id="tiny", is_serving=True)
-    config = RoundSettings(batch_size=4, max_length=64, **{epochs_key: ENDLESS}).to_dict()
-    training_round = TrainingRound.objects.create(number=1, status=status, config=config, step="Queued")
-    annotator = make_user("ann", roles.ANNOTATOR)
-    for number in range(PAIRS):
-        conversation = Conversation.objects.create(source="prompt")
-        Turn.objects.create(conversation=conversation, index=0, role="user", text=f"Name a colour, please ({number}).")
-        short, long = (Candidate.objects.create(conversation=conversation, context_length=1, text=text, model_version=base)
-                       for text in ("Blue.", "Well, one colour that many people like a great deal is blue."))
-        comparison = Comparison.objects.create(conversation=conversation, context_length=1, candidate_a=short,
-                                               candidate_b=long, training_round=training_round)
-        Judgment.objects.create(comparison=comparison, annotator=annotator, choice="a", strength=3, left_candidate="a")
-    return training_round
 
 
 def checkpoints_under_final_names(models_dir) -> list:
@@ -68,7 +50,9 @@ def test_a_round_whose_worker_is_killed_mid_training_fails_visibly_and_a_retry_r
 ):
     status, task, epochs_key, kind = STEPS[step]
     settings.ROUND_STALL_SECONDS = STALL_SECONDS
-    training_round = a_round_ready_to_train(tiny_model_dir, status, epochs_key)
+    config = RoundSettings(batch_size=4, max_length=64, **{epochs_key: ENDLESS}).to_dict()
+    training_round = a_round_ready_to_train(tiny_model_dir, make_user("ann", roles.ANNOTATOR), status=status,
+                                            pairs=PAIRS, config=config)
     env = private_broker.environment(ROUND_HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS), ROUND_STALL_SECONDS=str(STALL_SECONDS))
 
     with worker_process(env, name=f"doomed-{step}") as worker:

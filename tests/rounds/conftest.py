@@ -6,7 +6,7 @@ import random
 import pytest
 
 from preference_app.core.models import ModelVersion
-from preference_app.core.services import BUILTIN_PROMPTS_FILE
+from preference_app.core.prompts import BUILTIN_PROMPTS_FILE
 from training.data import Demonstration
 from training.sft import SFTConfig, train_sft
 

@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from preference_app.api.services import preferences_import
+from preference_app.api.imports import preferences_import
 from preference_app.core import roles
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import Demonstration, EvaluationSet, Judgment, Prompt
-from preference_app.core.services import InvalidInput, builtin_prompts_load, text_sha256
+from preference_app.core.prompts import builtin_prompts_load, text_sha256
 from preference_app.rounds import selectors, services
 from preference_app.rounds.evaluation_sets import (
     BUILTIN_EVALUATION_FILE,

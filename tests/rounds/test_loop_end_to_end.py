@@ -15,7 +15,7 @@ import pytest
 
 from preference_app.core import roles
 from preference_app.core.models import ModelVersion, TrainingRound
-from preference_app.core.services import builtin_prompts_load
+from preference_app.core.prompts import builtin_prompts_load
 from tests.conftest import make_user
 from tests.rounds.simulated_annotators import plainer_words, round_run_and_judged
 from training.checkpoints import load_causal_lm

@@ -8,7 +8,7 @@ from django.conf import settings
 
 from preference_app.core import roles
 from preference_app.core.models import Comparison, ModelVersion, Prompt, TrainingRound
-from preference_app.core.services import builtin_prompts_load, text_sha256
+from preference_app.core.prompts import builtin_prompts_load, text_sha256
 from preference_app.rounds import services
 from preference_app.rounds.evaluation_sets import evaluation_set_active_ensure
 from tests.conftest import make_user, wait_for

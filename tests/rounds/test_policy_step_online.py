@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import ModelVersion, Prompt
-from preference_app.core.services import InvalidInput, builtin_prompts_load, text_sha256
+from preference_app.core.prompts import builtin_prompts_load, text_sha256
 from preference_app.rounds.evaluation_sets import evaluation_set_active_ensure
 from preference_app.rounds.round_settings import RoundSettings
 from tests.rounds.test_policy_data import SMALL_ROUND, round_through_training

@@ -5,7 +5,8 @@ import pytest
 
 from preference_app.core import roles
 from preference_app.core.models import Comparison, Demonstration, ModelVersion, TrainingRound
-from preference_app.core.services import builtin_prompts_load, judgment_submit
+from preference_app.core.prompts import builtin_prompts_load
+from preference_app.core.services import judgment_submit
 from preference_app.rounds import services
 from preference_app.rounds.tasks import train_round_policy, train_round_reward
 from tests.conftest import make_user, wait_for

@@ -8,8 +8,8 @@ from django.forms.models import model_to_dict
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import TrainingRound
-from preference_app.core.services import InvalidInput
 from preference_app.rounds.round_settings import AUTO_MAX_EPOCHS, MAX_SEED, PRESETS, RoundSettings, dpo_epochs_for
 
 

@@ -12,11 +12,12 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from preference_app.annotation.services import ChatState, chat_state
+from preference_app.annotation.chat import ChatState, chat_state
 from preference_app.celery import app
 from preference_app.core import claims
+from preference_app.core.generation import generation_batch_record
 from preference_app.core.models import Comparison, Conversation, GenerationBatch, ModelVersion, TrainingRound, Turn
-from preference_app.core.services import builtin_prompts_load, generation_batch_record
+from preference_app.core.prompts import builtin_prompts_load
 from preference_app.rounds import services, steps
 from preference_app.rounds.round_settings import RoundSettings
 from preference_app.rounds.sweeper import stranded_work_recover

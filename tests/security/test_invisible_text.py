@@ -9,8 +9,9 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
+from preference_app.core.errors import InvalidInput
 from preference_app.core.models import Conversation, EvaluationSet, Prompt
-from preference_app.core.services import InvalidInput, prompts_import
+from preference_app.core.prompts import prompts_import
 from preference_app.core.text import reads_as_blank
 from preference_app.rounds.evaluation_sets import evaluation_set_create
 from tests.security.conftest import client_for

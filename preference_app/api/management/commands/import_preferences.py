@@ -3,9 +3,9 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from preference_app.api.imports import DEFAULT_IMPORTED_STRENGTH, import_job_for_file, import_job_run
 from preference_app.api.models import ImportedPair, ImportJob
-from preference_app.api.services import DEFAULT_IMPORTED_STRENGTH, import_job_for_file, import_job_run
-from preference_app.core.services import InvalidInput
+from preference_app.core.errors import InvalidInput
 
 
 class Command(BaseCommand):

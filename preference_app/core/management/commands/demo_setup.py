@@ -7,7 +7,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from preference_app.core import roles
-from preference_app.core.services import builtin_prompts_load, demo_first_batch_queue
+from preference_app.core.generation import demo_first_batch_queue
+from preference_app.core.prompts import builtin_prompts_load
 from training.checkpoints import ModelUnavailable
 from training.generate import GenerationConfig
 

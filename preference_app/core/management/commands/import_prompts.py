@@ -2,7 +2,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from preference_app.core.services import InvalidInput, prompts_import
+from preference_app.core.errors import InvalidInput
+from preference_app.core.prompts import prompts_import
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from preference_app.core.services import builtin_prompts_load
+from preference_app.core.prompts import builtin_prompts_load
 
 
 class Command(BaseCommand):

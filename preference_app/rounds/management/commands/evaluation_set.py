@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from preference_app.core.services import InvalidInput
+from preference_app.core.errors import InvalidInput
 from preference_app.rounds.evaluation_sets import evaluation_set_active_ensure, evaluation_set_from_file
 
 
