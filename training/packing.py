@@ -239,8 +239,12 @@ def packed_attention(model: torch.nn.Module):
 def packed_hidden_states(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
     """Run the model's backbone over a packed batch; returns (L, H) last hidden states."""
     inner = unwrap(model)
-    backbone = getattr(inner, inner.base_model_prefix)
-    with packed_attention(model):
+    return backbone_hidden_states(getattr(inner, inner.base_model_prefix), batch)
+
+
+def backbone_hidden_states(backbone: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
+    """Run a bare transformer (no LM or score head) over a packed batch: (L, H) last hidden states."""
+    with packed_attention(backbone):
         output = backbone(
             input_ids=batch.input_ids,
             position_ids=batch.position_ids,
@@ -272,8 +276,11 @@ def sequence_log_probs(
 
 
 def sequence_rewards(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
-    """Scalar reward of each sequence from a one-output sequence-classification model: (num_sequences,)."""
+    """Scalar reward of each sequence from a one-output sequence-classification model, or from a
+    model that scores packed batches itself (training.reward_probe): (num_sequences,)."""
     inner = unwrap(model)
+    if hasattr(inner, "packed_rewards"):
+        return inner.packed_rewards(batch)
     hidden = packed_hidden_states(model, batch)  # (L, H)
     scores = inner.score(hidden.index_select(0, batch.score_index))  # (num_sequences, 1)
     return scores.squeeze(-1).float()

@@ -38,6 +38,7 @@ from training.checkpoints import load_reward_model, save_checkpoint
 from training.distributed import DataParallel, shard
 from training.optim import Progress, TrainingResult, autocast_for, resolve_device
 from training.packing import packed_attention
+from training.reward_probe import is_probe_checkpoint
 from training.rl_losses import (
     AdaptiveKLController,
     ClippedLoss,
@@ -96,8 +97,11 @@ def _critic(policy_path, reward_path, config: PPOConfig, device) -> torch.nn.Mod
     if config.critic_init == "reward":
         if reward_path is None:
             raise ValueError("critic_init='reward' needs reward_path; use critic_init='policy' with a scripted scorer.")
-        return load_reward_model(str(reward_path), device=device).model
-    if config.critic_init == "policy":
+        if not is_probe_checkpoint(reward_path):
+            return load_reward_model(str(reward_path), device=device).model
+        # A linear-probe reward model reads half the layers and pools the whole reply, so it cannot
+        # give the per-token values a critic needs; the critic starts from the policy instead.
+    if config.critic_init in ("policy", "reward"):
         return load_reward_model(str(policy_path), device=device).model
     raise ValueError(f"critic_init must be 'reward' or 'policy', not {config.critic_init!r}.")
 

@@ -9,20 +9,23 @@ sequence's last non-pad token, where transformers reads it at inference.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from training import distributed
-from training.checkpoints import load_reward_model, save_checkpoint
+from training.checkpoints import load_reward_model, load_tokenizer, save_checkpoint
 from training.data import EncodedPair, PreferencePair, encode_pairs
 from training.losses import bradley_terry_loss
 from training.optim import OptimConfig, Progress, TrainingResult, autocast_for, resolve_device, run_optimisation
 from training.packing import pack_pairs, packed_attention, score_each_reply, sequence_rewards
+from training.reward_probe import fit_linear_head, pair_features, probe_from_policy
 from training.runtime import set_seed
 
 Message = dict[str, str]
+REWARD_METHODS = ("finetune", "linear_probe")
 
 
 @dataclass
@@ -37,6 +40,11 @@ class RewardConfig(OptimConfig):
     # epoch's, and keep the best epoch's weights. With a few dozen labels a reward model overfits
     # within two or three epochs, and held-out accuracy is what the app trusts it by.
     early_stopping: bool = False
+    # "finetune" trains the whole policy with a scalar head; "linear_probe" fits only a linear head on
+    # frozen middle-layer features (training.reward_probe), the method for tens of pairs.
+    method: str = "finetune"
+    probe_layer_fraction: float = 0.5  # The probe reads the first half of the layers.
+    probe_l2: float = 1e-2  # L2 penalty on the probe's standardised weights.
 
 
 def reward_batch_loss(model: torch.nn.Module, pairs: list[EncodedPair], config: RewardConfig, *, pad_token_id: int):
@@ -154,9 +162,13 @@ def train_reward_model(
     the training pairs when there are none); the mean/std let the app normalise rewards.
     """
     config = config or RewardConfig()
+    if config.method not in REWARD_METHODS:
+        raise ValueError(f"method must be one of {', '.join(REWARD_METHODS)}, not {config.method!r}.")
     process = distributed.setup()
     device, dtype = resolve_device(config)
     set_seed(config.seed)  # Seeds the fresh score head too.
+    if config.method == "linear_probe":
+        return _train_probe(model_path, train_pairs, eval_pairs, config, out_dir, keep_model, device, dtype, process)
     loaded = load_reward_model(str(model_path), device=device)
     model, tokenizer = loaded.model, loaded.tokenizer
     if config.gradient_checkpointing:
@@ -211,6 +223,53 @@ def train_reward_model(
     }
     if use_stopper:
         metrics.update(epoch_eval_accuracies=stopper.accuracies, best_epoch=stopper.best_epoch)
+    checkpoint = None
+    if out_dir is not None:
+        resolved = {"stage": "reward", "base_model": str(model_path), **config.to_dict(), "device": str(device),
+                    "processes": process.world_size}
+        checkpoint = save_checkpoint(model, tokenizer, Path(out_dir), config=resolved, metrics=metrics)
+    return TrainingResult(checkpoint=checkpoint, metrics=metrics, report=report, model=model if keep_model else None)
+
+
+def _train_probe(model_path, train_pairs, eval_pairs, config: RewardConfig, out_dir, keep_model, device, dtype,
+                 process) -> TrainingResult:
+    """The linear-probe reward model: features once under inference mode, then the head by L-BFGS."""
+    tokenizer = load_tokenizer(str(model_path))
+    model = probe_from_policy(model_path, layer_fraction=config.probe_layer_fraction, dtype=dtype).to(device).eval()
+    train_encoded, report = encode_pairs(tokenizer, train_pairs, max_length=config.max_length, overflow="drop")
+    if not train_encoded:
+        raise ValueError(f"No training pair fits max_length={config.max_length}: {report.summary()}")
+    eval_encoded, eval_report = encode_pairs(tokenizer, eval_pairs or [], max_length=config.max_length, overflow="drop")
+    started = time.perf_counter()
+    with autocast_for(device, dtype):
+        chosen, rejected = pair_features(model, train_encoded, pad_token_id=tokenizer.pad_token_id,
+                                         batch_size=config.eval_batch_size)
+    margins = torch.tensor([pair.margin for pair in train_encoded], dtype=torch.float32) if config.use_margin else None
+    weight, loss, iterations = fit_linear_head(chosen - rejected, l2=config.probe_l2, margins=margins)
+    model.head.weight.data.copy_(weight.unsqueeze(0))
+    seconds = time.perf_counter() - started
+    train_accuracy = ((chosen - rejected) @ weight > 0).float().mean().item()
+    held_out = eval_encoded or train_encoded
+    with autocast_for(device, dtype):
+        scored_chosen, scored_rejected = score_pairs(model, held_out, pad_token_id=tokenizer.pad_token_id,
+                                                     batch_size=config.eval_batch_size)
+    statistics = reward_statistics(scored_chosen, scored_rejected)
+    metrics = {
+        "stage": "reward",
+        "method": "linear_probe",
+        "train_loss": loss,
+        "train_loss_mean": loss,
+        "train_accuracy": train_accuracy,
+        "steps": iterations,
+        "train_seconds": seconds,
+        "train_pairs_per_second": len(train_encoded) / seconds if seconds else math.nan,
+        "train_encoding": report.to_dict(),
+        "eval_encoding": eval_report.to_dict(),
+        "statistics_on": "held_out" if eval_encoded else "train",
+        **{("eval_" if eval_encoded else "train_") + name: value for name, value in statistics.items()},
+        "reward_mean": statistics["reward_mean"],
+        "reward_std": statistics["reward_std"],
+    }
     checkpoint = None
     if out_dir is not None:
         resolved = {"stage": "reward", "base_model": str(model_path), **config.to_dict(), "device": str(device),

@@ -25,7 +25,7 @@ from preference_app.core.prompts import conversation_start_from_prompt
 from preference_app.core.selectors import messages_before, model_version_serving
 from preference_app.rounds import selectors
 from preference_app.rounds.evaluation_sets import evaluation_set_active_ensure
-from preference_app.rounds.round_settings import RoundSettings
+from preference_app.rounds.round_settings import RoundSettings, reward_method_for
 from preference_app.rounds.selectors import round_settings_of
 from preference_app.rounds.services import model_version_promote, round_verdict_give
 from preference_app.rounds.step_runner import Finish, step_run
@@ -148,6 +148,7 @@ def round_train_reward(*, round_id: int) -> bool:
         if not train_pairs:
             raise InvalidInput("No usable judgments to train a reward model on (ties and both-bad are left out).")
         config = RewardConfig(
+            method=reward_method_for(round_settings, len(train_pairs)),
             learning_rate=round_settings.reward_learning_rate, epochs=round_settings.reward_epochs,
             batch_size=round_settings.batch_size, max_length=round_settings.max_length,
             use_margin=round_settings.reward_use_margin, seed=round_settings.seed,
@@ -165,6 +166,7 @@ def round_train_reward(*, round_id: int) -> bool:
             locked.metrics = {
                 **locked.metrics,
                 "reward_pairs": len(train_pairs),
+                "reward_method": config.method,
                 "reward_held_out_pairs": len(held_out_pairs),
                 "reward_held_out_accuracy": result.metrics.get("eval_accuracy"),
                 "reward_train_accuracy": result.metrics.get("train_accuracy"),

@@ -10,7 +10,15 @@ from rest_framework.test import APIClient
 
 from preference_app.core.errors import InvalidInput
 from preference_app.core.models import TrainingRound
-from preference_app.rounds.round_settings import AUTO_MAX_EPOCHS, MAX_SEED, PRESETS, RoundSettings, dpo_epochs_for
+from preference_app.rounds.round_settings import (
+    AUTO_MAX_EPOCHS,
+    MAX_SEED,
+    PRESETS,
+    PROBE_MAX_PAIRS,
+    RoundSettings,
+    dpo_epochs_for,
+    reward_method_for,
+)
 
 
 def test_form_strings_are_coerced_to_the_right_types():
@@ -53,6 +61,18 @@ def test_dpo_epochs_grow_for_small_data_and_stay_as_configured_for_large():
     assert dpo_epochs_for(settings_values, 128) == 2
     assert dpo_epochs_for(settings_values, 1000) == 1
     assert dpo_epochs_for(RoundSettings(auto_epochs=False, epochs=1), 31) == 1
+
+
+
+def test_the_reward_model_is_a_linear_probe_for_tens_of_pairs_and_fine_tuned_for_thousands():
+    automatic = RoundSettings()
+    assert reward_method_for(automatic, 30) == "linear_probe"
+    assert reward_method_for(automatic, PROBE_MAX_PAIRS - 1) == "linear_probe"
+    assert reward_method_for(automatic, PROBE_MAX_PAIRS) == "finetune"
+    assert reward_method_for(RoundSettings(reward_method="finetune"), 30) == "finetune"
+    assert reward_method_for(RoundSettings(reward_method="linear_probe"), 50_000) == "linear_probe"
+    with pytest.raises(InvalidInput, match="reward_method"):
+        RoundSettings.from_dict({"reward_method": "svm"})
 
 
 # Each out-of-range value as JSON text, and the words of the refusal: the setting and its bound.
