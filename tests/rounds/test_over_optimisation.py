@@ -28,6 +28,9 @@ ROUND = {
     # The guard would refuse the over-optimised policy before people saw it (test_policy_data.py
     # shows that); here people are to judge it.
     "kl_guard": 1000.0, "eos_drop_guard": 1.0,
+    # A reward model fine-tuned from the policy is what an over-optimised policy learns to please;
+    # the frozen-feature probe that "auto" picks for this few pairs is not fooled the same way.
+    "reward_method": "finetune",
 }
 # Each verdict rests on 50 single head-to-heads: the standard error of a win rate is at most 0.071.
 # The over-optimised round's gap (reward model above 0.7 while people are below 0.5; 0.86 against
