@@ -25,7 +25,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from training.transcripts import ASSISTANT, common_prefix_length, prompt_cut, transcript_split
+from training.transcripts import ParsedRow, RowError, common_prefix_length, hh_messages, hh_row_parse, trl_row_parse
 
 Message = dict[str, str]
 Prompt = list[Message] | str  # Chat messages (conversational) or plain text (standard).
@@ -230,7 +230,7 @@ def iter_jsonl(path: Path) -> Iterator[dict]:
 
 
 def _reply_text(value, *, where: str) -> str:
-    """A completion is a string (standard) or a one-message assistant list (conversational)."""
+    """A demonstration's completion is a string (standard) or a one-message assistant list (conversational)."""
     if isinstance(value, str):
         return value
     if isinstance(value, list) and len(value) == 1 and value[0].get("role") == "assistant":
@@ -238,25 +238,29 @@ def _reply_text(value, *, where: str) -> str:
     raise ValueError(f"{where}: a completion must be a string or one assistant message, got {value!r:.80}")
 
 
-def pair_from_record(record: dict, *, where: str = "record") -> PreferencePair:
-    """Read one TRL preference record, conversational or standard.
+def _pair(parsed: ParsedRow, *, margin: float = 0.0) -> PreferencePair:
+    return PreferencePair(prompt=parsed.prompt, chosen=parsed.chosen, rejected=parsed.rejected, margin=margin)
 
-    Conversational: {"prompt": [messages], "chosen": [assistant message], "rejected": [...]}.
-    Standard: {"prompt": "...", "chosen": "...", "rejected": "..."}. An optional "margin" (or the
+
+def pair_from_record(record: dict, *, where: str = "record") -> PreferencePair:
+    """Read one TRL preference record, conversational or standard, with the web app's importer's
+    parser (training.transcripts) in its training reading: standard rows stay plain text.
+
+    Conversational: {"prompt": [messages], "chosen": [assistant message], "rejected": [...]}, or
+    without "prompt", the messages the two lists share. Standard: {"prompt": "...", "chosen": "...",
+    "rejected": "..."}, or without "prompt", two HH transcripts. An optional "margin" (or the
     app's "strength") becomes the pair's margin.
     """
-    missing = {"prompt", "chosen", "rejected"} - record.keys()
+    missing = sorted({"chosen", "rejected"} - record.keys()) if isinstance(record, dict) else []
     if missing:
-        raise ValueError(f"{where}: missing {sorted(missing)}")
-    prompt = record["prompt"]
-    if not isinstance(prompt, (str, list)):
-        raise ValueError(f"{where}: prompt must be a string or a list of messages")
-    chosen = _reply_text(record["chosen"], where=where)
-    rejected = _reply_text(record["rejected"], where=where)
-    if isinstance(prompt, str) != isinstance(record["chosen"], str):
-        raise ValueError(f"{where}: prompt and completions mix the standard and conversational formats")
-    margin = float(record.get("margin", record.get("strength", 0.0)) or 0.0)
-    return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, margin=margin)
+        # The training CLI has always named the keys a record lacks; the parser says only what it expects.
+        raise ValueError(f"{where}: missing {missing}")
+    try:
+        parsed = trl_row_parse(record, exact=False)
+    except RowError as error:
+        raise ValueError(f"{where}: {error}") from None
+    margin = parsed.margin if parsed.margin is not None else float(record.get("strength", 0.0) or 0.0)
+    return _pair(parsed, margin=margin)
 
 
 def read_preference_jsonl(path: Path) -> list[PreferencePair]:
@@ -304,35 +308,29 @@ def parse_hh_transcript(text: str) -> list[Message]:
 
     Text before the first marker belongs to no turn and is dropped.
     """
-    _, turns = transcript_split(text)
-    return [{"role": role, "content": content.strip()} for role, content in turns]
+    return hh_messages(text, exact=False)
 
 
 def hh_pair(chosen: str, rejected: str) -> PreferencePair:
-    """Turn one HH record into a conversational pair.
+    """Turn one HH record into a conversational pair, with the parser the web app imports HH with.
 
     The prompt is the longest common prefix of the two transcripts that ends in "\\n\\nAssistant:";
-    what follows it in each transcript is that completion.
+    what follows it in each transcript, stripped, is that completion. A row that cannot be read
+    raises RowError, a ValueError.
     """
-    cut = prompt_cut(chosen, rejected)
-    if cut < 0:
-        raise ValueError("the two transcripts share no prefix ending in '\\n\\nAssistant:'")
-    prefix_end = cut + len(ASSISTANT)
-    prompt = parse_hh_transcript(chosen[:cut])
-    return PreferencePair(
-        prompt=prompt,
-        chosen=chosen[prefix_end:].strip(),
-        rejected=rejected[prefix_end:].strip(),
-    )
+    return _pair(hh_row_parse({"chosen": chosen, "rejected": rejected}, exact=False))
 
 
 def read_hh_jsonl(path: Path, *, limit: int | None = None) -> list[PreferencePair]:
     """Read Anthropic HH-RLHF records ({"chosen": transcript, "rejected": transcript})."""
     pairs = []
-    for record in iter_jsonl(path):
+    for index, record in enumerate(iter_jsonl(path), 1):
         if limit is not None and len(pairs) >= limit:
             break
-        pairs.append(hh_pair(record["chosen"], record["rejected"]))
+        try:
+            pairs.append(_pair(hh_row_parse(record, exact=False)))
+        except RowError as error:
+            raise ValueError(f"{path}:{index}: {error}") from None
     return pairs
 
 

@@ -25,7 +25,8 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from training.transcripts import ASSISTANT, MARKER_ROLES
+# The HH writer lives beside the HH reader, so that a transcript read and written back is the same text.
+from training.transcripts import ASSISTANT, hh_transcript
 
 TRL_STANDARD = "trl_standard"
 TRL_CONVERSATIONAL = "trl_conversational"
@@ -39,8 +40,6 @@ CSV = "csv"
 PARQUET = "parquet"
 FILE_FORMATS = (JSONL, CSV, PARQUET)
 CONTENT_TYPES = {JSONL: "application/jsonl", CSV: "text/csv", PARQUET: "application/vnd.apache.parquet"}
-
-_HH_MARKERS = {role: marker for marker, role in MARKER_ROLES.items()}
 
 # Rows per JSONL/CSV chunk and per Parquet row group: large enough for throughput, small enough
 # that a stream's memory stays a few megabytes.
@@ -81,20 +80,6 @@ def arrow_schema(dataset: str, *, with_margin: bool = False) -> pa.Schema:
     if with_margin:
         columns.append(("margin", pa.float64()))
     return pa.schema(columns)
-
-
-def hh_transcript(messages: list[dict[str, str]]) -> str:
-    """Render messages as an HH transcript: "\\n\\nHuman: text\\n\\nAssistant: text".
-
-    A system message has no marker in that format; its text is written as is, before the turn that
-    follows, which is where Anthropic's legacy prompt format put it (and what the importer reads
-    back as a system message).
-    """
-    parts = []
-    for message in messages:
-        marker = _HH_MARKERS.get(message["role"])
-        parts.append(message["content"] if marker is None else f"{marker} {message['content']}")
-    return "".join(parts)
 
 
 def pair_row(dataset: str, *, messages: list[dict[str, str]], chosen: str, rejected: str, margin: float | None) -> dict:

@@ -30,6 +30,7 @@ from preference_app.core.selectors import messages_before
 from preference_app.rounds import leaderboard, verdicts
 from preference_app.rounds.evaluation_sets import evaluation_prompt_hashes, opening_prompt_sha256
 from preference_app.rounds.round_settings import RoundSettings
+from preference_app.rounds.step_runner import WORKING
 
 if TYPE_CHECKING:
     from training.data import Demonstration as TrainingDemonstration
@@ -190,6 +191,19 @@ def active_round() -> TrainingRound | None:
 
 def round_history(limit: int = 50) -> list[TrainingRound]:
     return list(TrainingRound.objects.order_by("-number")[:limit])
+
+
+# How many of the latest timed rounds the start form's estimate learns this server's speed from:
+# enough to smooth over one unusual round, few enough to follow a change of machine or model.
+TIMED_ROUNDS = 5
+
+
+def rounds_timed(*, limit: int = TIMED_ROUNDS) -> list[TrainingRound]:
+    """The latest completed rounds that recorded the time of each working step (step_runner keeps
+    them in `metrics["step_seconds"]`); rounds finished before steps were timed are left out."""
+    timed = TrainingRound.objects.filter(status=TrainingRound.Status.COMPLETED,
+                                         metrics__step_seconds__has_keys=[str(status) for status in WORKING])
+    return list(timed.only("number", "config", "metrics").order_by("-number")[:limit])
 
 
 # A board is refitted whenever its key changes (see _leaderboard_key); this expiry only bounds how

@@ -20,6 +20,7 @@ lost before any worker claimed it is sent again by `round_steps_requeue`.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -124,9 +125,11 @@ def step_run(round_id: int, status: str, work: Callable[[TrainingRound], Finish]
     # Only this holder's claim: a worker that was taken over must neither refresh nor fail the new one's.
     mine = TrainingRound.objects.filter(pk=round_id, status=status, step_claimed_by=holder)
     try:
+        began = time.monotonic()
         with claims.Heartbeat(lambda: mine.filter(step_claimed__isnull=False).update(step_claimed=timezone.now()),
                               name=f"round-{round_id}-heartbeat"):
             finish = work(training_round)
+        seconds = time.monotonic() - began
         with transaction.atomic():
             locked = TrainingRound.objects.select_for_update().get(pk=round_id)
             if locked.status != status or locked.step_claimed_by != holder:
@@ -134,6 +137,7 @@ def step_run(round_id: int, status: str, work: Callable[[TrainingRound], Finish]
                             round_id, status, locked.status)
                 return False
             finish(locked)
+            _step_seconds_record(locked, status, seconds)
             # A step's results may finish the round by themselves (a policy the guard refused).
             if locked.status == status:
                 locked.status = NEXT_STATUS[status]
@@ -155,6 +159,17 @@ def step_run(round_id: int, status: str, work: Callable[[TrainingRound], Finish]
         )
         raise
     return True
+
+
+def _step_seconds_record(locked: TrainingRound, status: str, seconds: float) -> None:
+    """Keep how long the step's work took in the round's `metrics["step_seconds"]`, by status.
+
+    The start form estimates a new round's time from these (round_plan.rates_measured), so they
+    are the work's own wall-clock time on this server's worker, from claim to results; a step that
+    was retried or taken over records the run that finished it.
+    """
+    step_seconds = {**locked.metrics.get("step_seconds", {}), str(status): round(seconds, 1)}
+    locked.metrics = {**locked.metrics, "step_seconds": step_seconds}
 
 
 def round_recover_stalled(*, now=None) -> list[int]:

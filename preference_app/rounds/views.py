@@ -13,7 +13,7 @@ from preference_app.core.models import ModelVersion
 from preference_app.rounds import selectors, services
 from preference_app.rounds.charts import round_charts
 from preference_app.rounds.forms import RoundSettingsForm
-from preference_app.rounds.round_plan import ESTIMATE_SOURCE, RoundPlan, round_plan
+from preference_app.rounds.round_plan import RoundPlan, rates_measured, round_plan
 from preference_app.rounds.round_settings import PRESETS, RoundSettings
 
 
@@ -26,7 +26,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if request.htmx and request.htmx.target == "round-plan":
         # The form asks again for the plan whenever a setting changes; only the plan is sent back.
         form = RoundSettingsForm(request.GET)
-        context = {"plan": _plan(form), "estimate_source": ESTIMATE_SOURCE}
+        context = {"plan": _plan(form)}
         return render(request, "rounds/dashboard.html#round-plan", context)
     form = RoundSettingsForm(preset=PRESETS.get(preset))
     return render(request, "rounds/dashboard.html", _dashboard_context(request, form, preset=preset))
@@ -46,7 +46,6 @@ def _dashboard_context(request: HttpRequest, form: RoundSettingsForm, *, preset:
         "versions": ModelVersion.objects.select_related("training_round", "parent").order_by("-id")[:30],
         "form": form,
         "plan": _plan(form),
-        "estimate_source": ESTIMATE_SOURCE,
         "presets": [(name, name.replace("_", " ")) for name in PRESETS],
         "preset": preset if preset in PRESETS else "",
         "can_manage": request.user.has_perm("core.start_round"),
@@ -54,10 +53,15 @@ def _dashboard_context(request: HttpRequest, form: RoundSettingsForm, *, preset:
 
 
 def _plan(form: RoundSettingsForm) -> RoundPlan | None:
-    """The plan of the settings the form holds: its initial values, or submitted ones that are valid."""
+    """The plan of the settings the form holds (its initial values, or submitted ones that are
+    valid), timed at the rates the last rounds on this server measured, or the README's before any."""
     if not form.is_bound:
-        return round_plan(RoundSettings.from_dict(form.initial))
-    return round_plan(form.round_settings) if form.is_valid() else None
+        round_settings = RoundSettings.from_dict(form.initial)
+    elif form.is_valid():
+        round_settings = form.round_settings
+    else:
+        return None
+    return round_plan(round_settings, rates_measured(selectors.rounds_timed()))
 
 
 def _progress_context():

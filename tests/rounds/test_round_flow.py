@@ -7,7 +7,7 @@ from preference_app.core import roles
 from preference_app.core.models import Comparison, Demonstration, ModelVersion, TrainingRound
 from preference_app.core.prompts import builtin_prompts_load
 from preference_app.core.services import judgment_submit
-from preference_app.rounds import services
+from preference_app.rounds import selectors, services
 from preference_app.rounds.tasks import train_round_policy, train_round_reward
 from tests.conftest import make_user, wait_for
 
@@ -75,6 +75,9 @@ def test_a_round_runs_start_to_finish_and_duplicate_deliveries_change_nothing(ce
     assert done is not None and done.metrics["verdict_by"] == "people" and done.metrics["human_judgments"] <= 6
     promoted = ModelVersion.objects.get(kind="policy", is_serving=True) == policy
     assert promoted == done.metrics["promoted"]
+    # Each working step recorded its time, from which the start form estimates the next round.
+    assert set(done.metrics["step_seconds"]) == {"generating", "training_reward", "training_policy", "evaluating"}
+    assert selectors.rounds_timed() == [done]
 
     replays = [train_round_reward.delay(training_round.pk), train_round_policy.delay(training_round.pk)]
     assert [replay.get(timeout=60) for replay in replays] == [False, False]

@@ -20,6 +20,7 @@ from training.data import (
     read_preference_jsonl,
 )
 from training.packing import pack_pairs, sequence_log_probs
+from training.transcripts import hh_row_parse
 
 
 def test_it_reads_trl_conversational_and_standard_preference_records(tmp_path):
@@ -82,6 +83,26 @@ def test_hh_transcript_keeps_text_between_markers():
         {"role": "user", "content": "a\nb"},
         {"role": "assistant", "content": "c"},
     ]
+
+
+def test_the_training_reading_and_the_importers_exact_reading_of_an_hh_row_differ_only_in_whitespace():
+    # One parser (training.transcripts) serves both: training strips, the importer keeps every character.
+    row = {"chosen": "Be kind.\n\nHuman: Hi \n\nAssistant: Hello.", "rejected": "Be kind.\n\nHuman: Hi \n\nAssistant: Go."}
+    trained, stored = hh_row_parse(row, exact=False), hh_row_parse(row, exact=True)
+    assert (trained.prompt, trained.chosen, trained.rejected) == ([{"role": "user", "content": "Hi"}], "Hello.", "Go.")
+    assert stored.prompt == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi "}]
+    assert (stored.chosen, stored.rejected) == ("Hello.", "Go.")
+
+
+def test_a_trl_record_without_a_prompt_reads_its_shared_messages_as_the_prompt(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    record = {"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+              "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go"}], "margin": 3}
+    path.write_text(json.dumps(record) + "\n" + json.dumps({**record, "margin": "big"}) + "\n")
+    with pytest.raises(ValueError, match=r'pairs.jsonl:2: "margin" must be a number'):
+        read_preference_jsonl(path)
+    path.write_text(json.dumps(record) + "\n")
+    assert read_preference_jsonl(path) == [PreferencePair([{"role": "user", "content": "Hi"}], "Hello", "Go", margin=3.0)]
 
 
 def test_truncation_and_drops_are_counted_with_their_reason(tokenizer, pairs):
