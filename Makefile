@@ -35,6 +35,7 @@ demo: venv
 	$(PYTHON) manage.py prepare_model
 	$(PYTHON) manage.py migrate --verbosity 0
 	$(PYTHON) manage.py demo_setup
+	$(PYTHON) manage.py demo_round
 	@echo "Serving on http://127.0.0.1:8000/ (Ctrl-C stops web and worker)"
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/honcho start -f Procfile
 

@@ -99,7 +99,8 @@ def round_plan(round_settings: RoundSettings, rates: StepRates = README_RATES) -
     steps = [
         f"Generates {s.candidates_per_prompt} replies for each of {s.prompts_per_round} prompts "
         f"(up to {s.max_new_tokens} new tokens each).",
-        f"Waits for {s.judgment_target} judgments ({s.overlap_target} {people} per comparison).",
+        (f"Waits for {s.judgment_target} judgments ({s.overlap_target} {people} per comparison)."
+         if s.judgment_target else "Trains at once on the judgments already stored, without waiting for new ones."),
         f"Trains a reward model ({_count(s.reward_epochs, 'epoch')}) and {policy_text}.",
         f"Asks people to judge {s.verdict_judgments} blind head-to-heads of the new policy against the serving one "
         f"on {s.evaluation_prompts} evaluation prompts; their verdict decides promotion.",

@@ -107,8 +107,9 @@ class RoundSettings:
         1, 1, 50, group=COLLECTION, label="Annotators per comparison",
         help="How many people judge each comparison; more than one gives agreement figures.")
     judgment_target: int = _setting(
-        32, 1, 100_000, group=COLLECTION, label="Judgments before training",
-        help="Training starts by itself once this many judgments arrive (or when an admin presses Train now).")
+        32, 0, 100_000, group=COLLECTION, label="Judgments before training",
+        help="Training starts by itself once this many judgments arrive (or when an admin presses Train now); "
+             "0 trains as soon as the candidates exist, on the judgments already stored (imports, earlier rounds).")
     # Step 2: reward model.
     reward_method: str = _setting(
         "auto", choices=REWARD_METHODS, group=REWARD_MODEL, label="Reward-model method",
@@ -362,6 +363,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "reward_epochs": 3,
     },
 }
+# The round `make demo` starts in the background (the demo_round command): the quick demo preset,
+# training at once on the bundled HH-RLHF pairs rather than waiting for judgments, so a newcomer sees
+# a second policy version, its charts and its blind head-to-heads within minutes.
+DEMO_ROUND: dict[str, Any] = {**PRESETS["quick_demo"], "judgment_target": 0, "auto_epochs": False, "epochs": 1}
 
 
 def reward_method_for(round_settings: RoundSettings, pairs: int) -> str:

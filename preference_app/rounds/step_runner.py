@@ -140,14 +140,14 @@ def step_run(round_id: int, status: str, work: Callable[[TrainingRound], Finish]
             _step_seconds_record(locked, status, seconds)
             # A step's results may finish the round by themselves (a policy the guard refused).
             if locked.status == status:
-                locked.status = NEXT_STATUS[status]
+                locked.status = _status_after(locked, status)
                 locked.step = STEP_TEXT_AFTER.get(locked.status, "Queued")
             locked.step_claimed = None
             locked.step_claimed_by = ""
             locked.step_attempts = 0
             locked.progress = 0.0
             locked.save()
-            if locked.status in (Status.TRAINING_POLICY, Status.EVALUATING):
+            if locked.status in (Status.TRAINING_REWARD, Status.TRAINING_POLICY, Status.EVALUATING):
                 step_enqueue(round_id, locked.status)
     except Exception as error:
         mine.update(
@@ -159,6 +159,15 @@ def step_run(round_id: int, status: str, work: Callable[[TrainingRound], Finish]
         )
         raise
     return True
+
+
+def _status_after(locked: TrainingRound, status: str) -> str:
+    """The status a round moves to when its `status` step succeeds. A round that waits for no
+    judgments (judgment_target 0: the demo's round on the imported pairs) skips collecting."""
+    following = NEXT_STATUS[status]
+    if following == Status.COLLECTING and locked.config.get("judgment_target") == 0:
+        return Status.TRAINING_REWARD
+    return following
 
 
 def _step_seconds_record(locked: TrainingRound, status: str, seconds: float) -> None:
