@@ -13,6 +13,10 @@ from training.data import Demonstration, PreferencePair
 from training.tiny import build_tiny_causal_lm
 
 HH_FILE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+HH_FILE_RECORDS = 2312
+# The 200 pairs bundled with the demo (same format, MIT licence), for a clone with no ../shared beside it.
+HH_SAMPLE = Path(__file__).resolve().parents[2] / "preference_app" / "core" / "demo_data" / "hh-rlhf-harmless-base-sample.jsonl"
+HH_SAMPLE_RECORDS = 200
 
 PAIRS = [
     PreferencePair([{"role": "user", "content": "Say hello."}], "Hello! How can I help?", "No.", margin=1.0),
@@ -86,7 +90,9 @@ def demonstrations() -> list[Demonstration]:
 
 
 @pytest.fixture
-def hh_file() -> Path:
-    if not HH_FILE.is_file():
-        pytest.skip(f"The Anthropic HH-RLHF file is absent ({HH_FILE}); it lives in ../shared/data/hh-rlhf/.")
-    return HH_FILE
+def hh_file() -> tuple[Path, int]:
+    """The full HH-RLHF harmless-base test split from ../shared/data/hh-rlhf/ where it is, else the
+    bundled sample, so a clone on its own skips nothing; with the number of records each holds."""
+    if HH_FILE.is_file():
+        return HH_FILE, HH_FILE_RECORDS
+    return HH_SAMPLE, HH_SAMPLE_RECORDS
