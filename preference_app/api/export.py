@@ -76,7 +76,20 @@ def _raw_rows(query: ExportQuery) -> Iterator[dict]:
             "candidate_b": row["candidate_b"],
             "candidate_a_model_version": row["candidate_a_model_version"],
             "candidate_b_model_version": row["candidate_b_model_version"],
+            **{
+                f"candidate_{side}_{name}": value
+                for side in ("a", "b")
+                for name, value in _generation_columns(row, side).items()
+            },
         }
+
+
+def _generation_columns(row: dict, side: str) -> dict:
+    """Why a candidate's reply stopped and its length in tokens; null for replies no model wrote."""
+    if row[f"candidate_{side}_model_version"] is None:
+        return {"stop_reason": None, "tokens": None}
+    finished = row[f"candidate_{side}_finished_with_eos"]
+    return {"stop_reason": "end_of_turn" if finished else "length", "tokens": row[f"candidate_{side}_tokens"]}
 
 
 def export_rows(query: ExportQuery) -> Iterator[dict]:
@@ -144,7 +157,7 @@ def dataset_card(
     """
     generated = generated or timezone.now()
     # The flagged filter has its own section below, in words.
-    filters = {name: value for name, value in query.filters.describe().items() if name != "flagged"}
+    filters = {name: value for name, value in query.filters.describe().items() if name not in ("flagged", "cut_off")}
     filters = filters or {"(none)": "every judgment"}
     loader = "parquet" if query.file_format == formats.PARQUET else query.file_format.replace("jsonl", "json")
     lines = [
@@ -179,6 +192,9 @@ def dataset_card(
         "",
         f"- Format: `{query.dataset}`, margin column: {'yes' if query.with_margin else 'no'}, "
         f"ties included: {'yes' if query.include_ties else 'no'}",
+        "- Replies cut at the model's token limit: "
+        + ("left out (`exclude_cut_off`)" if query.filters.cut_off is False else "kept; the `raw` format's "
+           "`candidate_a_stop_reason` and `candidate_b_stop_reason` say which (`length`)"),
         *(f"- `{name}`: {value}" for name, value in filters.items()),
         "",
         "## Flagged comparisons",

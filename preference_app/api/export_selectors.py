@@ -133,6 +133,10 @@ RAW_FIELDS = {
     "candidate_b": "comparison__candidate_b__text",
     "candidate_a_model_version": "comparison__candidate_a__model_version__name",
     "candidate_b_model_version": "comparison__candidate_b__model_version__name",
+    "candidate_a_tokens": "comparison__candidate_a__token_count",
+    "candidate_b_tokens": "comparison__candidate_b__token_count",
+    "candidate_a_finished_with_eos": "comparison__candidate_a__finished_with_eos",
+    "candidate_b_finished_with_eos": "comparison__candidate_b__finished_with_eos",
 }
 
 

@@ -34,6 +34,9 @@ class PreferenceFilters:
     min_agreement: float | None = None  # Fraction of a comparison's judgments agreeing with its outcome.
     # Comparisons any annotator flagged unsafe or unusable: False leaves them out, True keeps only them.
     flagged: bool | None = None
+    # Comparisons with a reply the model did not finish (cut at its token limit): False leaves them
+    # out, True keeps only them.
+    cut_off: bool | None = None
 
     def describe(self) -> dict:
         """The filters that are set, as JSON-ready values (for dataset cards and stored jobs)."""

@@ -70,6 +70,11 @@ RAW_COLUMNS = [
     ("candidate_b", pa.string()),
     ("candidate_a_model_version", pa.string()),
     ("candidate_b_model_version", pa.string()),
+    # end_of_turn, length (cut at the token limit), or null for a reply no model wrote (imported, edited).
+    ("candidate_a_stop_reason", pa.string()),
+    ("candidate_b_stop_reason", pa.string()),
+    ("candidate_a_tokens", pa.int64()),
+    ("candidate_b_tokens", pa.int64()),
 ]
 
 

@@ -206,15 +206,21 @@ class ExportQuerySerializer(PreferenceFilterSerializer):
         required=False, default=False,
         help_text="Keep comparisons an annotator flagged unsafe or unusable (left out by default, as in training).",
     )
+    exclude_cut_off = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Leave out comparisons with a reply the model did not finish (cut at its token limit).",
+    )
 
     def to_query(self) -> ExportQuery:
         data = self.validated_data
+        filters = replace(self.to_filters(), flagged=None if data["include_flagged"] else False,
+                          cut_off=False if data["exclude_cut_off"] else None)
         return ExportQuery(
             dataset=data["dataset"],
             file_format=data["file_format"],
             with_margin=data["margin"],
             include_ties=data["include_ties"],
-            filters=replace(self.to_filters(), flagged=None if data["include_flagged"] else False),
+            filters=filters,
         )
 
 

@@ -43,6 +43,11 @@ def _comparison_q(filters: PreferenceFilters, prefix: str = "") -> Q:
     if filters.flagged is not None:
         flagged = Q(**{f"{prefix}pk__in": Judgment.objects.exclude(flags=[]).values("comparison_id")})
         condition &= flagged if filters.flagged else ~flagged
+    if filters.cut_off is not None:
+        cut = Q(**{f"{prefix}candidate_a__finished_with_eos": False}) | Q(
+            **{f"{prefix}candidate_b__finished_with_eos": False}
+        )
+        condition &= cut if filters.cut_off else ~cut
     return condition
 
 

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from preference_app.annotation.models import Assignment
 from preference_app.core import roles
-from preference_app.core.models import Conversation, Judgment
+from preference_app.core.models import Candidate, Conversation, Judgment
 from tests.annotation.conftest import make_comparison
 from tests.conftest import make_user
 
@@ -63,6 +63,23 @@ def test_model_output_is_escaped_not_rendered(client_of, annotator, db):
     assert "<script>window.__xss" not in html and "<img src=x" not in html
     assert "&lt;script&gt;window.__xss=2&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=&quot;window.__xss=1&quot;&gt;" in html
+
+
+def test_replies_render_markdown_and_keep_their_raw_text_one_click_away(client_of, annotator, db):
+    make_comparison(reply_a="Steps:\n1. **Boil** water\n2. Add the egg", reply_b="- *soft*\n- hard")
+    html = client_of(annotator).get(PAGE).content.decode()
+    assert "<strong>Boil</strong>" in html and "<li>Add the egg</li>" in html
+    assert "<em>soft</em>" in html
+    assert "<summary>Raw text</summary>" in html and "1. **Boil** water" in html
+
+
+def test_a_reply_cut_at_the_token_limit_is_marked_and_a_finished_one_is_not(client_of, annotator, db):
+    comparison = make_comparison(reply_a="Are you prepared to", reply_b="Yes.")
+    Candidate.objects.filter(pk=comparison.candidate_a_id).update(finished_with_eos=False, token_count=160)
+    html = client_of(annotator).get(PAGE).content.decode()
+    assert html.count("Cut off at 160 tokens") == 1
+    side = "left" if Assignment.objects.get().left_candidate == "a" else "right"
+    assert f'id="reply-{side}-cut-off"' in html
 
 
 def test_a_plain_form_post_stores_the_judgment_and_redirects_to_the_next(client_of, annotator, comparisons):

@@ -265,3 +265,46 @@ def test_the_export_command_leaves_flagged_comparisons_out_unless_include_flagge
     assert "flagged chosen" not in (tmp_path / "default" / "trl_conversational.jsonl").read_text()
     assert "Left out: 1 judged comparisons" in (tmp_path / "default" / "README.md").read_text()
     assert "flagged chosen" in (tmp_path / "all" / "trl_conversational.jsonl").read_text()
+
+
+@pytest.fixture
+def cut_off(judged, annotators):
+    """A decided comparison whose chosen reply the model did not finish: it hit the token limit."""
+    comparison = make_comparison(texts=("cut chosen", "whole rejected"), model_versions=(judged["version"],) * 2)
+    comparison.candidate_a.finished_with_eos = False
+    comparison.candidate_a.token_count = 96
+    comparison.candidate_a.save()
+    comparison.candidate_b.token_count = 12
+    comparison.candidate_b.save()
+    judge(comparison, annotators[0], "a", 3)
+    return comparison
+
+
+def test_raw_rows_say_why_each_reply_stopped_and_how_long_it_was(clients, cut_off):
+    rows = [row for row in jsonl(clients["researcher"], dataset="raw") if row["comparison_id"] == cut_off.pk]
+    assert [(row["candidate_a_stop_reason"], row["candidate_a_tokens"], row["candidate_b_stop_reason"],
+             row["candidate_b_tokens"]) for row in rows] == [("length", 96, "end_of_turn", 12)]
+    # A reply no model wrote (here the fixture's candidate B without a model version) has no stop reason.
+    no_model = [row for row in jsonl(clients["researcher"], dataset="raw") if row["candidate_b_model_version"] is None]
+    assert no_model and {(row["candidate_b_stop_reason"], row["candidate_b_tokens"]) for row in no_model} == {(None, None)}
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("dataset", ["trl_conversational", "raw"])
+def test_cut_off_replies_are_kept_unless_the_export_leaves_them_out(clients, cut_off, dataset, file_format):
+    researcher = clients["researcher"]
+    _, default = export(researcher, dataset=dataset, file_format=file_format)
+    _, whole = export(researcher, dataset=dataset, file_format=file_format, exclude_cut_off="true")
+    if file_format == "parquet":
+        default, whole = (str(pq.read_table(io.BytesIO(body)).to_pylist()).encode() for body in (default, whole))
+    assert b"cut chosen" in default
+    assert b"cut chosen" not in whole
+    assert b"A wins" in whole
+
+
+def test_the_card_and_the_command_say_whether_cut_off_replies_were_left_out(clients, cut_off, tmp_path):
+    kept = clients["researcher"].get("/api/export/card/").content.decode()
+    assert "Replies cut at the model's token limit: kept" in kept
+    call_command("export_preferences", str(tmp_path / "whole"), "--exclude-cut-off")
+    assert "cut chosen" not in (tmp_path / "whole" / "trl_conversational.jsonl").read_text()
+    assert "Replies cut at the model's token limit: left out" in (tmp_path / "whole" / "README.md").read_text()

@@ -102,3 +102,21 @@ def a_comparison(version, training_round) -> Comparison:
                                               model_version=version) for text in (IMAGE, SCRIPT))
     return Comparison.objects.create(conversation=conversation, context_length=1, candidate_a=first,
                                      candidate_b=second, training_round=training_round)
+
+
+def test_a_markdown_reply_renders_its_list_and_bold_text_while_its_script_stays_inert(page, annotator):
+    conversation = Conversation.objects.create(source="prompt")
+    Turn.objects.create(conversation=conversation, index=0, role="user", text="How do I boil an egg?")
+    markdown = f"**Two steps:**\n1. Boil water\n2. Add the egg {SCRIPT}\n\n[more](javascript:window.__xss=4)"
+    first, second = (Candidate.objects.create(conversation=conversation, context_length=1, text=text)
+                     for text in (markdown, markdown))
+    Comparison.objects.create(conversation=conversation, context_length=1, candidate_a=first, candidate_b=second)
+    log_in(page, annotator.username)
+    page.goto("/annotate/")
+    left = page.locator(".reply-left .text")
+    expect(left.locator("strong")).to_have_text("Two steps:")
+    expect(left.locator("ol > li")).to_have_text(["Boil water", f"Add the egg {SCRIPT}"])
+    expect(left.locator("a")).to_have_count(0)
+    page.locator(".reply-left .raw-text summary").click()
+    expect(page.locator("#reply-left-raw")).to_have_text(markdown)
+    nothing_ran(page)

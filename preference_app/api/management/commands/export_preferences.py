@@ -21,6 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--include-ties", action="store_true", help="Keep ties and both-bad with margin 0.")
         parser.add_argument("--include-flagged", action="store_true",
                             help="Keep comparisons flagged unsafe or unusable (left out by default).")
+        parser.add_argument("--exclude-cut-off", action="store_true",
+                            help="Leave out comparisons with a reply cut at the model's token limit.")
         parser.add_argument("--round", type=int, help="Training round number.")
         parser.add_argument("--model-version", type=int, help="Model version id of either candidate.")
         parser.add_argument("--annotator", help="Annotator pseudonym.")
@@ -33,7 +35,7 @@ class Command(BaseCommand):
         data = {
             name: options[name]
             for name in (
-                "dataset", "file_format", "margin", "include_ties", "include_flagged", "round", "model_version", "annotator",
+                "dataset", "file_format", "margin", "include_ties", "include_flagged", "exclude_cut_off", "round", "model_version", "annotator",
                 "min_strength", "min_agreement", "created_after", "created_before",
             )
             if options[name] is not None
