@@ -6,6 +6,7 @@ under `var/`); production sets DEBUG=false and then must provide SECRET_KEY and 
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -305,7 +306,15 @@ TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 # converted once by `manage.py prepare_model` into MODELS_DIR.
 MODEL_NAME = env_str("MODEL_NAME", "SmolLM2-135M-Instruct")
 MODELS_DIR = Path(env_str("MODELS_DIR", str(VAR_DIR / "models")))
+# The most tokens each live chat reply may have; a reply cut there is marked on the page.
+CHAT_MAX_NEW_TOKENS = env_int("CHAT_MAX_NEW_TOKENS", 160)
 TRAINING_DEVICE = env_str("TRAINING_DEVICE", "")
+# Threads each worker process gives torch. The Procfile and docker-compose.yml run two workers
+# beside each other (live chat, and batch work with training), so by default each takes half the
+# host's cores: with torch's own default every worker takes them all, and on a busy host the
+# oversubscribed threads made generation about five times slower than one thread each. 0 leaves
+# torch's default.
+WORKER_TORCH_THREADS = env_int("WORKER_TORCH_THREADS", max(1, (os.cpu_count() or 2) // 2))
 
 LOGGING = {
     "version": 1,

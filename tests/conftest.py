@@ -97,9 +97,13 @@ def child_environment() -> dict[str, str]:
     return env
 
 
+# The suite's one worker serves every queue: live chat, batch work and training.
+QUEUES = "chat,default,training"
+
+
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker):
-    """A real `celery worker` process consuming both queues from the configured broker.
+    """A real `celery worker` process consuming every queue from the configured broker.
 
     Messages left in the broker by an earlier, interrupted run are purged first, so the worker only
     sees this run's tasks.
@@ -115,7 +119,7 @@ def celery_worker(django_db_setup, django_db_blocker):
     log = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "preference_app", "worker", "--pool", "solo",
-         "--queues", "default,training", "--loglevel", "INFO", "--without-heartbeat", "--without-gossip",
+         "--queues", QUEUES, "--loglevel", "INFO", "--without-heartbeat", "--without-gossip",
          "--without-mingle"],
         cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )

@@ -9,10 +9,12 @@ those ids (see training.evaluate) rather than on its text re-encoded.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.generation.streamers import BaseStreamer
 
 from training.runtime import set_seed
 
@@ -47,6 +49,21 @@ class GeneratedReply:
     token_ids: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far a `generate_replies` call has got, reported while it runs."""
+
+    fraction: float  # Of all rows' tokens, counting each row as max_new_tokens long.
+    rows_done: int  # Rows (context x K) whose batch has finished.
+    rows_total: int
+    # The text written so far by each row of the batch being generated, keyed by its index in the
+    # flattened output (context index * K + candidate index).
+    partial: dict[int, str] = field(default_factory=dict)
+
+
+OnProgress = Callable[[Progress], None]
+
+
 def encode_contexts(
     tokenizer: PreTrainedTokenizerBase, contexts: list[list[Message]], max_context_tokens: int
 ) -> list[list[int]]:
@@ -72,10 +89,14 @@ def generate_replies(
     tokenizer: PreTrainedTokenizerBase,
     contexts: list[list[Message]],
     config: GenerationConfig,
+    on_progress: OnProgress | None = None,
+    progress_interval: float = 0.25,
 ) -> list[list[GeneratedReply]]:
     """Sample `config.candidates_per_context` replies for every context, in batches.
 
-    Returns one list of K replies per context, in the order the contexts were given.
+    Returns one list of K replies per context, in the order the contexts were given. `on_progress`,
+    when given, is called at most every `progress_interval` seconds while tokens are written, and
+    once when every batch is done.
     """
     set_seed(config.seed)
     k = config.candidates_per_context
@@ -87,10 +108,68 @@ def generate_replies(
     replies: list[GeneratedReply | None] = [None] * len(rows)
     for start in range(0, len(order), config.batch_size):
         batch_rows = order[start : start + config.batch_size]
-        batch_replies = _generate_batch(model, tokenizer, [rows[row][1] for row in batch_rows], config)
+        streamer = None
+        if on_progress is not None:
+            streamer = _ProgressStreamer(tokenizer, batch_rows, start, len(rows), config.max_new_tokens,
+                                         on_progress, progress_interval)
+        batch_replies = _generate_batch(model, tokenizer, [rows[row][1] for row in batch_rows], config, streamer)
         for row, reply in zip(batch_rows, batch_replies):
             replies[row] = reply
+    if on_progress is not None:
+        on_progress(Progress(fraction=1.0, rows_done=len(rows), rows_total=len(rows)))
     return [replies[index * k : (index + 1) * k] for index in range(len(contexts))]
+
+
+class _ProgressStreamer(BaseStreamer):
+    """Collects the tokens `model.generate` writes for each row of one batch and reports the
+    partial texts and the share of the work done, at most every `interval` seconds.
+
+    transformers' own streamers take one row; this one takes the (B,) tensor of each step's tokens.
+    """
+
+    def __init__(self, tokenizer, batch_rows: list[int], rows_before: int, rows_total: int, max_new_tokens: int,
+                 on_progress: OnProgress, interval: float):
+        self.tokenizer = tokenizer
+        self.batch_rows = batch_rows
+        self.rows_before = rows_before
+        self.rows_total = rows_total
+        self.max_new_tokens = max_new_tokens
+        self.on_progress = on_progress
+        self.interval = interval
+        self.tokens: list[list[int]] = [[] for _ in batch_rows]
+        self.ended = [False] * len(batch_rows)
+        self.steps = 0
+        self.prompt_seen = False
+        self.last_report = 0.0
+
+    def put(self, value: torch.Tensor) -> None:
+        # The first call carries the prompt ids; every later one the token each row just sampled.
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.steps += 1
+        for position, token in enumerate(value.reshape(-1).tolist()):
+            if self.ended[position]:
+                continue
+            if token == self.tokenizer.eos_token_id:
+                self.ended[position] = True
+            else:
+                self.tokens[position].append(token)
+        now = time.monotonic()
+        if now - self.last_report >= self.interval:
+            self.last_report = now
+            self._report()
+
+    def end(self) -> None:
+        self._report()
+
+    def _report(self) -> None:
+        written = min(1.0, self.steps / max(1, self.max_new_tokens))
+        done = self.rows_before + len(self.batch_rows) * written
+        partial = {row: self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                   for row, tokens in zip(self.batch_rows, self.tokens)}
+        self.on_progress(Progress(fraction=done / self.rows_total, rows_done=self.rows_before,
+                                  rows_total=self.rows_total, partial=partial))
 
 
 def _generate_batch(
@@ -98,6 +177,7 @@ def _generate_batch(
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[list[int]],
     config: GenerationConfig,
+    streamer: BaseStreamer | None = None,
 ) -> list[GeneratedReply]:
     pad_id = tokenizer.pad_token_id
     width = max(len(prompt) for prompt in prompts)
@@ -119,6 +199,7 @@ def _generate_batch(
         top_k=None,
         pad_token_id=pad_id,
         eos_token_id=tokenizer.eos_token_id,
+        streamer=streamer,
     )
     seconds = (time.perf_counter() - started) / len(prompts)
     completions = output[:, width:].cpu()  # (B, new tokens)

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -34,7 +35,7 @@ from preference_app.core.services import judgment_submit
 from preference_app.core.text import reads_as_blank
 
 # Fields of training.generate.GenerationConfig, given as a mapping so this module does not load torch.
-CHAT_SAMPLING = {"candidates_per_context": 2, "max_new_tokens": 160, "temperature": 0.8, "top_p": 0.95}
+CHAT_SAMPLING = {"candidates_per_context": 2, "temperature": 0.8, "top_p": 0.95}
 MAX_MESSAGE_CHARS = 4000
 MAX_COMMENT_CHARS = 2000
 # An edit replaces the reply the annotator judged worse, so it is recorded as strongly preferred.
@@ -52,6 +53,8 @@ class ChatState:
     error: str = ""
     # While generating: nothing will bring the replies by themselves soon, so the page offers a retry.
     stranded: bool = False
+    # While generating: each reply's text so far, as the worker last wrote it.
+    drafts: tuple[str, ...] = ()
 
     WRITING = "writing"
     GENERATING = "generating"
@@ -78,7 +81,7 @@ def _candidates_request(*, conversation: Conversation) -> GenerationBatch:
     if policy is None:
         raise InvalidInput("No policy is serving yet, so no replies can be written. Ask an admin to set one.")
     # A fresh seed per request: with a fixed seed a regenerated turn would repeat the replies judged bad.
-    sampling = {**CHAT_SAMPLING, "seed": random.randrange(2**31)}
+    sampling = {**CHAT_SAMPLING, "max_new_tokens": settings.CHAT_MAX_NEW_TOKENS, "seed": random.randrange(2**31)}
     return generation_batch_create(model_version=policy, conversations=[conversation], sampling=sampling)
 
 
@@ -175,7 +178,7 @@ def chat_state(*, annotator, conversation: Conversation, now: datetime | None = 
             conversation=conversation, turns=turns, phase=ChatState.FAILED, error="The model wrote no replies."
         )
     return ChatState(conversation=conversation, turns=turns, phase=ChatState.GENERATING,
-                     stranded=generation_batch_is_stranded(batch=batch, now=now))
+                     stranded=generation_batch_is_stranded(batch=batch, now=now), drafts=tuple(batch.partial_replies))
 
 
 def _edited_reply(*, pair: selectors.ShownPair, edit_left: str, edit_right: str) -> tuple[Candidate, str] | None:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("guidelines/", views.guidelines, name="guidelines"),
     path("chat/", views.chat_list, name="chat_list"),
     path("chat/<int:conversation_id>/", views.chat_detail, name="chat_detail"),
+    path("chat/<int:conversation_id>/drafts/", views.chat_drafts, name="chat_drafts"),
     path("chat/<int:conversation_id>/message/", views.chat_message, name="chat_message"),
     path("chat/<int:conversation_id>/judge/<int:comparison_id>/", views.chat_judge, name="chat_judge"),
     path("chat/<int:conversation_id>/retry/", views.chat_retry, name="chat_retry"),

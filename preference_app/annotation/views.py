@@ -172,6 +172,24 @@ def chat_detail(request: HttpRequest, conversation_id: int) -> HttpResponse:
     return _render_chat(request, conversation, unless=request.GET.get("unless", ""))
 
 
+@require_GET
+@annotator_required
+def chat_drafts(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    """The replies being written, polled by the chat page while they grow; 204 once they are done,
+    when the chat's own poll brings the next phase.
+
+    Short polling of the text the worker last wrote, rather than server-sent events: an open stream
+    would hold one of gunicorn's sync workers for the whole turn (twenty chats, twenty workers),
+    while a poll is one short read; the page without htmx shows the same text on reload; and the
+    Content-Security-Policy needs nothing new.
+    """
+    conversation = selectors.chat_get(annotator=request.user, conversation_id=conversation_id)
+    state = chat.chat_state(annotator=request.user, conversation=conversation)
+    if state.phase != chat.ChatState.GENERATING:
+        return HttpResponse(status=204)
+    return render(request, "annotation/_drafts.html", {"state": state})
+
+
 @require_POST
 @annotator_required
 def chat_message(request: HttpRequest, conversation_id: int) -> HttpResponse:

@@ -27,6 +27,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Live chat turns have a queue and a worker of their own (Procfile, docker-compose.yml), so a person
+# waiting for two replies never waits behind a round's batch, an export or training.
+CHAT_QUEUE = "chat"
+# While a live chat's replies grow, their text is written this often (the chat page polls at about
+# the same pace); other batches only report the share of their tokens written, once a second.
+STREAM_INTERVAL_SECONDS = 0.25
+PROGRESS_INTERVAL_SECONDS = 1.0
+
 
 def model_version_base_ensure() -> ModelVersion:
     """Register the base policy (MODEL_NAME) as a model version, serving if nothing else serves.
@@ -93,8 +101,6 @@ def generation_batch_create(
     training_round=None,
 ) -> GenerationBatch:
     """Record a generation request and queue it once the surrounding transaction commits."""
-    from preference_app.core.tasks import generate_candidates
-
     with transaction.atomic():
         batch = generation_batch_record(
             model_version=model_version,
@@ -104,10 +110,17 @@ def generation_batch_create(
             training_round=training_round,
         )
         GenerationBatch.objects.filter(pk=batch.pk).update(enqueued=timezone.now())
-        task_enqueue_on_commit(
-            generate_candidates, batch.pk, unavailable=lambda error: generation_batch_unqueued(batch_id=batch.pk)
-        )
+        _generation_batch_enqueue(batch.pk)
     return batch
+
+
+def _generation_batch_enqueue(batch_id: int) -> None:
+    """Queue the batch's task once the transaction commits: on the chat queue for a live chat turn."""
+    from preference_app.core.tasks import generate_candidates
+
+    chat = GenerationBatch.objects.filter(pk=batch_id, conversations__source=Conversation.Source.LIVE_CHAT).exists()
+    task_enqueue_on_commit(generate_candidates, batch_id, queue=CHAT_QUEUE if chat else None,
+                           unavailable=lambda error: generation_batch_unqueued(batch_id=batch_id))
 
 
 def generation_batch_unqueued(*, batch_id: int) -> None:
@@ -212,8 +225,6 @@ def generation_batches_recover(*, now=None) -> BatchRecovery:
     a conditional update on the values seen, so sweeps running at the same time send each message
     once; a duplicate message would be harmless anyway, as the batch is claimed before it runs.
     """
-    from preference_app.core.tasks import generate_candidates
-
     now = now or timezone.now()
     recovery = BatchRecovery()
     requeue_before = now - timedelta(seconds=settings.WORK_REQUEUE_SECONDS)
@@ -225,8 +236,7 @@ def generation_batches_recover(*, now=None) -> BatchRecovery:
         if GenerationBatch.objects.filter(pk=batch_id, status=GenerationBatch.Status.PENDING,
                                           enqueued=enqueued).update(enqueued=now):
             logger.warning("Generation batch %s was never claimed; sending its task again.", batch_id)
-            task_enqueue_on_commit(generate_candidates, batch_id,
-                                   unavailable=lambda error, batch_id=batch_id: generation_batch_unqueued(batch_id=batch_id))
+            _generation_batch_enqueue(batch_id)
             recovery.requeued.append(batch_id)
     stale_before = now - timedelta(seconds=settings.ROUND_STALL_SECONDS)
     stalled = standalone.filter(status=GenerationBatch.Status.RUNNING, claimed__lt=stale_before)
@@ -254,18 +264,22 @@ def pair_at_random(seed: int) -> Pairing:
     return pairing
 
 
-def generation_batch_run(*, batch_id: int, pairing: Pairing | None = None) -> GenerationBatch:
+def generation_batch_run(
+    *, batch_id: int, pairing: Pairing | None = None, on_fraction: Callable[[float], None] | None = None
+) -> GenerationBatch:
     """Generate the batch's candidates and pair them into comparisons (idempotent).
 
     `pairing` picks which replies of a context are compared (indices into its replies); random
-    disjoint pairs by default.
+    disjoint pairs by default. While tokens are written the batch's `progress` is kept current (and
+    passed to `on_fraction`), and a live chat's batch also keeps each reply's text so far in
+    `partial_replies`, which the chat page shows as it grows.
 
     Generation runs outside any transaction (it takes long); its results are then written in one
     transaction together with the batch's move to done, so a crash leaves either nothing or all.
     """
     # Imported here: only workers generate, and these modules load torch and transformers.
     from preference_app.core.model_store import serving_model
-    from training.generate import GenerationConfig, generate_replies
+    from training.generate import GenerationConfig, Progress, generate_replies
 
     holder = claims.holder_current()
     if not _claim_generation_batch(batch_id, holder):
@@ -280,9 +294,21 @@ def generation_batch_run(*, batch_id: int, pairing: Pairing | None = None) -> Ge
         conversations = list(batch.conversations.order_by("id"))
         positions = [conversation.turns.count() for conversation in conversations]
         contexts = [messages_before(c.turns.order_by("index"), length) for c, length in zip(conversations, positions)]
+        streams = any(conversation.source == Conversation.Source.LIVE_CHAT for conversation in conversations)
+        reply_count = len(contexts) * config.candidates_per_context
+
+        def report(progress: Progress) -> None:
+            fields = {"progress": progress.fraction}
+            if streams and progress.partial:
+                fields["partial_replies"] = [progress.partial.get(row, "") for row in range(reply_count)]
+            mine.update(**fields)
+            if on_fraction is not None:
+                on_fraction(progress.fraction)
+
         with claims.Heartbeat(lambda: mine.update(claimed=timezone.now()), name=f"batch-{batch_id}-heartbeat"):
             loaded = serving_model(batch.model_version.path)
-            replies = generate_replies(loaded.model, loaded.tokenizer, contexts, config)
+            replies = generate_replies(loaded.model, loaded.tokenizer, contexts, config, on_progress=report,
+                                       progress_interval=STREAM_INTERVAL_SECONDS if streams else PROGRESS_INTERVAL_SECONDS)
         with transaction.atomic():
             locked = GenerationBatch.objects.select_for_update().get(pk=batch_id)
             # Another delivery took the batch over (this worker looked dead): its results count, not these.

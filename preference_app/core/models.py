@@ -369,6 +369,10 @@ class GenerationBatch(models.Model):
     enqueued = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     finished = models.DateTimeField(null=True, blank=True)
+    # While it runs: the share of its tokens written, and (for live chat, which shows replies as
+    # they grow) each reply's text so far, in the order the candidates will be stored.
+    progress = models.FloatField(default=0.0)
+    partial_replies = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-id"]

@@ -11,8 +11,9 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 logger = logging.getLogger(__name__)
 
 
-def task_enqueue_on_commit(task, *args, unavailable: Callable[[Exception], None]) -> None:
-    """Queue `task` once the current transaction commits; call `unavailable` if the broker is down.
+def task_enqueue_on_commit(task, *args, unavailable: Callable[[Exception], None], queue: str | None = None) -> None:
+    """Queue `task` once the current transaction commits (on `queue`, else its routed queue); call
+    `unavailable` if the broker is down.
 
     The rows the task will read are committed by then, so a broker outage must not turn the request
     into an error page: the data is safe, only the background work is delayed. `unavailable` records
@@ -21,7 +22,10 @@ def task_enqueue_on_commit(task, *args, unavailable: Callable[[Exception], None]
 
     def enqueue() -> None:
         try:
-            task.delay(*args)
+            if queue:
+                task.apply_async(args, queue=queue)
+            else:
+                task.delay(*args)
         except (BrokerUnavailable, OSError) as error:
             logger.error("Could not queue %s%r: %s", task.name, args, error)
             unavailable(error)

@@ -53,6 +53,17 @@ def progress_reporter(round_id: int, label: str) -> Callable[[int, int, float], 
     return report
 
 
+def generation_reporter(round_id: int, label: str, prompts: int) -> Callable[[float], None]:
+    """A generation progress callback: the round's progress bar and ETA follow the tokens written."""
+
+    def report(fraction: float) -> None:
+        TrainingRound.objects.filter(pk=round_id).update(
+            progress=fraction, step=f"{label}: about {round(fraction * prompts)} of {prompts} prompts done"
+        )
+
+    return report
+
+
 def label_on_policy_replies(training_round, policy_path: str, round_settings: RoundSettings) -> Labelled:
     """Sample n replies per training-pool prompt from the policy at `policy_path` (batched) and let
     the round's new reward model rank them. Evaluation prompts are never among them."""
@@ -62,13 +73,15 @@ def label_on_policy_replies(training_round, policy_path: str, round_settings: Ro
     reward_model = ModelVersion.objects.get(training_round=training_round, kind=ModelVersion.Kind.REWARD)
     contexts = [[{"role": "user", "content": prompt.text}] for prompt in prompts]
     n = round_settings.labelled_candidates
-    TrainingRound.objects.filter(pk=training_round.pk).update(
-        step=f"Sampling {len(contexts)} prompts x {n} on-policy replies for the reward model to label", progress=0.0
-    )
+    label = f"Sampling {len(contexts)} prompts x {n} on-policy replies for the reward model to label"
+    TrainingRound.objects.filter(pk=training_round.pk).update(step=label, progress=0.0)
+    report = generation_reporter(training_round.pk, label, len(contexts))
     sampling = GenerationConfig(candidates_per_context=n, max_new_tokens=round_settings.max_new_tokens,
                                 temperature=round_settings.temperature, seed=round_settings.seed + 104729 * training_round.number)
     loaded = serving_model(policy_path)
-    texts = [[reply.text for reply in replies] for replies in generate_replies(loaded.model, loaded.tokenizer, contexts, sampling)]
+    generated = generate_replies(loaded.model, loaded.tokenizer, contexts, sampling, progress_interval=1.0,
+                                 on_progress=lambda progress: report(progress.fraction))
+    texts = [[reply.text for reply in replies] for replies in generated]
     TrainingRound.objects.filter(pk=training_round.pk).update(step="The reward model ranks the on-policy replies")
     scores = reward_scores(reward_path=reward_model.path, contexts=[context for context in contexts for _ in range(n)],
                            texts=[text for replies in texts for text in replies], max_length=round_settings.max_length,

@@ -41,6 +41,7 @@ def round_generate(*, round_id: int) -> bool:
     """Step 1: the serving policy writes K candidates per prompt, paired into comparisons."""
 
     def work(training_round: TrainingRound) -> Finish:
+        from preference_app.rounds.policy_step import generation_reporter
         from training.generate import GenerationConfig
 
         round_settings = round_settings_of(training_round)
@@ -63,8 +64,10 @@ def round_generate(*, round_id: int) -> bool:
                 overlap_target=round_settings.overlap_target,
                 training_round=training_round,
             )
-        TrainingRound.objects.filter(pk=training_round.pk).update(step=f"Sampling {len(prompts)} prompts x {sampling.candidates_per_context}")
-        generation_batch_run(batch_id=batch.pk, pairing=_pairing_for(round_settings, sampling.seed))
+        label = f"Sampling {len(prompts)} prompts x {sampling.candidates_per_context}"
+        TrainingRound.objects.filter(pk=training_round.pk).update(step=label, progress=0.0)
+        generation_batch_run(batch_id=batch.pk, pairing=_pairing_for(round_settings, sampling.seed),
+                             on_fraction=generation_reporter(training_round.pk, label, len(prompts)))
         if round_settings.head_to_head and serving.parent_id and serving.parent.kind == ModelVersion.Kind.POLICY:
             _head_to_head(training_round, serving, conversations, round_settings)
 

@@ -120,7 +120,8 @@ def test_a_live_chat_turn_runs_through_the_worker_and_continues_with_the_chosen_
     conversation = Conversation.objects.get(annotator=annotator)
     assert conversation.source == Conversation.Source.LIVE_CHAT
     screenshot(page, "live-chat-judging.png")
-    left_text = page.locator(".reply-left .text").inner_text()
+    # The stored text: the reply itself shows it rendered as markdown.
+    left_text = page.locator("#reply-left-raw").text_content()
     page.keyboard.press("1")
     page.keyboard.press("Enter")
     expect(page.get_by_role("status")).to_contain_text("Saved. Write your next message.")
@@ -132,3 +133,27 @@ def test_a_live_chat_turn_runs_through_the_worker_and_continues_with_the_chosen_
     assert judgment.seconds_spent > 0
     turns = list(conversation.turns.values_list("role", "text"))
     assert turns == [("user", "Hello! What should I cook tonight?"), ("assistant", left_text)]
+
+
+def test_a_live_chat_reply_visibly_grows_before_it_is_complete(page, annotator, tiny_policy, celery_worker, settings):
+    # Long replies: the tiny model then writes for a few seconds, long enough to watch them grow.
+    settings.CHAT_MAX_NEW_TOKENS = 600
+    log_in(page, annotator.username)
+    page.goto("/annotate/chat/")
+    page.get_by_label("Your first message").fill("Tell me a long story.")
+    page.get_by_role("button", name="Start the conversation").click()
+    drafts, judge_form = page.locator("#chat-drafts"), page.locator("#judge-form")
+    seen = []
+    for _ in range(600):
+        if judge_form.count():
+            break
+        text = drafts.inner_text() if drafts.count() else ""
+        if text.strip():
+            seen.append(len(text))
+        page.wait_for_timeout(100)
+    expect(judge_form).to_be_visible()
+    sizes = sorted(set(seen))
+    final = max(len(page.locator(f"#reply-{side}-raw").text_content()) for side in ("left", "right"))
+    print(f"draft sizes seen before the replies were complete: {sizes} (longest final reply {final} characters)")
+    assert len(sizes) >= 3, seen
+    assert sizes[0] < final / 2

@@ -2,8 +2,8 @@
 
 import pytest
 
-from preference_app.core.generation import generation_batch_create
-from preference_app.core.models import Candidate, Comparison, GenerationBatch, ModelVersion, Prompt
+from preference_app.core.generation import generation_batch_create, generation_batch_record, generation_batch_run
+from preference_app.core.models import Candidate, Comparison, Conversation, GenerationBatch, ModelVersion, Prompt, Turn
 from preference_app.core.prompts import conversation_start_from_prompt, prompt_create
 from preference_app.core.tasks import generate_candidates
 from tests.conftest import wait_for
@@ -68,3 +68,23 @@ def test_an_unloadable_model_fails_the_batch_with_a_readable_error(celery_worker
     assert batch.status == GenerationBatch.Status.FAILED
     assert "Could not load the model" in batch.error
     assert Candidate.objects.count() == 0
+
+
+def test_a_live_chat_batch_keeps_its_replies_so_far_and_a_prompt_batch_only_its_share_done(tiny_policy, annotator):
+    chat_conversation = Conversation.objects.create(source=Conversation.Source.LIVE_CHAT, annotator=annotator)
+    Turn.objects.create(conversation=chat_conversation, index=0, role=Turn.Role.USER, text="Hello?")
+    sampling = GenerationConfig(candidates_per_context=2, max_new_tokens=40, seed=3).to_dict()
+    chat_batch = generation_batch_record(model_version=tiny_policy, conversations=[chat_conversation], sampling=sampling)
+    prompt_batch = generation_batch_record(model_version=tiny_policy, conversations=start_conversations(),
+                                           sampling=sampling)
+    fractions = []
+    for batch in (chat_batch, prompt_batch):
+        generation_batch_run(batch_id=batch.pk, on_fraction=fractions.append)
+    chat_batch.refresh_from_db()
+    prompt_batch.refresh_from_db()
+    assert (chat_batch.status, chat_batch.progress, prompt_batch.status, prompt_batch.progress) == ("done", 1.0, "done", 1.0)
+    replies = list(Candidate.objects.filter(conversation=chat_conversation).order_by("id").values_list("text", flat=True))
+    assert len(chat_batch.partial_replies) == 2
+    assert all(reply.startswith(partial) for reply, partial in zip(replies, chat_batch.partial_replies))
+    assert prompt_batch.partial_replies == []
+    assert fractions[-1] == 1.0 and min(fractions) < 0.5

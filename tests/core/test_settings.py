@@ -1,5 +1,6 @@
 """Settings come from the environment; bad or missing production values fail with a clear message."""
 
+import os
 import subprocess
 import sys
 
@@ -118,3 +119,19 @@ def production_request_is_secure(extra_env: dict[str, str]) -> str:
 def test_a_client_cannot_claim_https_unless_a_proxy_is_trusted_to_say_so():
     assert production_request_is_secure({}) == "False"
     assert production_request_is_secure({"TRUST_X_FORWARDED_PROTO": "true"}) == "True"
+
+
+@pytest.mark.parametrize("setting, expected", [("", str(max(1, (os.cpu_count() or 2) // 2))), ("3", "3")])
+def test_a_worker_process_gives_torch_its_share_of_the_cores(setting, expected):
+    """What a Celery pool child runs when it starts: torch then uses WORKER_TORCH_THREADS threads,
+    by default half the host's cores (two workers share the host)."""
+    overrides = {"WORKER_TORCH_THREADS": setting} if setting else {}
+    result = run_django(
+        overrides,
+        "shell",
+        "-c",
+        "import torch; from preference_app.celery import torch_threads_set; torch.set_num_threads(7); "
+        "torch_threads_set(); print(torch.get_num_threads())",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == expected

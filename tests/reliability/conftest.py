@@ -86,14 +86,14 @@ class PrivateBroker:
 
 
 @contextmanager
-def worker_process(env: dict[str, str], *, name: str):
-    """A `celery worker` with its own log under test-output/; killed on exit if still running."""
+def worker_process(env: dict[str, str], *, name: str, queues: str = "default,training"):
+    """A `celery worker` of `queues` with its own log under test-output/; killed on exit if still running."""
     log_path = TEST_OUTPUT / "reliability" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "preference_app", "worker", "--pool", "solo",
-             "--queues", "default,training", "--loglevel", "INFO", "--without-heartbeat", "--without-gossip",
+             "--queues", queues, "--loglevel", "INFO", "--without-heartbeat", "--without-gossip",
              "--without-mingle", "--hostname", f"{name}@%h"],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )

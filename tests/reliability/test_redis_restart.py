@@ -73,7 +73,7 @@ def test_judgments_survive_a_broker_restart_and_the_chat_says_when_generation_is
     env = child_environment()
     env.update(REDIS_URL=redis_server.url, CELERY_BROKER_URL=redis_server.url, SECRET_KEY=settings.SECRET_KEY)
 
-    with worker_process(env, name="redis-restart-worker"), live_app(env, name="redis-restart-web") as app:
+    with worker_process(env, name="redis-restart-worker", queues="chat,default,training"), live_app(env, name="redis-restart-web") as app:
         sessions = [(user.pk, app.session_for(user)) for user in users]
         chatter = sessions[0][1]
         acknowledged = judge_some(sessions, app, rounds=3)

@@ -102,7 +102,7 @@ def test_a_chat_turn_and_a_round_step_lost_with_redis_are_recovered_by_the_sweep
     env.update(REDIS_URL=redis_server.url, CELERY_BROKER_URL=redis_server.url,
                SWEEPER_PERIOD_SECONDS=str(SWEEPER_PERIOD_SECONDS), WORK_REQUEUE_SECONDS=str(REQUEUE_SECONDS))
     beat = ["beat", "--loglevel", "INFO", "--schedule", str(tmp_path / "celerybeat-schedule")]
-    with worker_process(env, name="stranded-worker"), \
+    with worker_process(env, name="stranded-worker", queues="chat,default,training"), \
             celery_process(env, name="stranded-beat", arguments=beat, ready="beat: Starting"):
         limit = SWEEPER_PERIOD_SECONDS + REQUEUE_SECONDS + 60
         wait_for(lambda: GenerationBatch.objects.get(pk=chat_batch.pk).status == "done", timeout=limit,

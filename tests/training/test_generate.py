@@ -84,3 +84,30 @@ def test_a_reply_that_ends_with_eos_stops_there_and_keeps_the_eos_id_last(tiny):
     assert reply.finished_with_eos
     assert (reply.token_count, reply.text) == (0, "")
     assert reply.token_ids == (eos,)
+
+
+def test_progress_reports_each_rows_text_as_it_grows_and_ends_at_the_whole_work(tiny):
+    config = GenerationConfig(candidates_per_context=2, max_new_tokens=12, seed=5, batch_size=4)
+    reports = []
+    replies = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, config, on_progress=reports.append,
+                               progress_interval=0.0)
+    flat = [reply.text for context_replies in replies for reply in context_replies]
+    fractions = [report.fraction for report in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions[0] < 0.5
+    assert reports[-1].rows_done == reports[-1].rows_total == 6
+    partials = [report.partial for report in reports if report.partial]
+    # Every row was reported while it was written, each text a prefix of the reply it became.
+    assert set().union(*partials) == set(range(6))
+    for partial in partials:
+        for row, text in partial.items():
+            assert flat[row].startswith(text)
+    lengths = [len(partial[0]) for partial in partials if 0 in partial]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1] == len(flat[0])
+
+
+def test_progress_reports_leave_the_replies_unchanged(tiny):
+    config = GenerationConfig(candidates_per_context=2, max_new_tokens=12, seed=5, batch_size=4)
+    quiet = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, config)
+    watched = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, config, on_progress=lambda progress: None)
+    ids = lambda replies: [reply.token_ids for context_replies in replies for reply in context_replies]  # noqa: E731
+    assert ids(quiet) == ids(watched)
