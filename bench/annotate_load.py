@@ -14,6 +14,13 @@ What it does:
    judgment is stored exactly once, nothing unacknowledged is stored, no comparison has more
    judgments than its overlap target, and every double submit stored one row.
 
+With --chats N the run has two halves of --seconds each: the annotators alone, then the annotators
+while N live chats stream their replies, each polling its replies' text twice a second and its phase
+once a second as the chat page does. The worker is simulated by a writer thread that grows every
+chat's partial replies (--chat-words-per-second) in the database, as the chat worker does every
+0.25 s, so what is measured is the web tier's cost of streaming, not the model's (bench/generate.py
+measures that). The annotators' p95 in the two halves is printed side by side.
+
 Think time is what an annotator spends reading; real people take 10-60 s per comparison, so the
 default of about 3 s (uniform 1.5-4.5 s) makes each simulated annotator 3-20 times busier than a
 person; --think-ms 0 measures the server flat out. The process
@@ -64,6 +71,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards for inspection")
+    parser.add_argument("--chats", type=int, default=0, help="live chats streaming in the second half of the run")
+    parser.add_argument("--chat-words-per-second", type=float, default=20.0, help="simulated writing speed per reply")
     return parser.parse_args()
 
 
@@ -83,6 +92,10 @@ def server_environment(database_url: str, var_dir: Path) -> dict[str, str]:
         LOG_LEVEL="WARNING",
         PYTHONPATH=str(REPO),
     )
+    # The chats' generation tasks go to a filesystem broker in the run's own folder, where no worker
+    # takes them: the writer thread plays the worker.
+    env.pop("REDIS_URL", None)
+    env.pop("CELERY_BROKER_URL", None)
     return env
 
 
@@ -105,8 +118,9 @@ def database_drop(database_url: str) -> None:
         connection.execute(f'DROP DATABASE IF EXISTS "{url.path.lstrip("/")}" WITH (FORCE)')
 
 
-def seed(*, annotators: int, comparisons: int, overlap: int) -> list[tuple[int, str]]:
-    """Create annotators with sessions and comparisons to judge; returns (user id, session key)."""
+def seed(*, annotators: int, comparisons: int, overlap: int, chatters: int = 0) -> list[tuple[int, str]]:
+    """Create annotators (and `chatters` more, last) with sessions and comparisons to judge; returns
+    (user id, session key) per user. With chatters, a policy is marked serving, so chats can open."""
     from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.auth.hashers import make_password
@@ -114,11 +128,15 @@ def seed(*, annotators: int, comparisons: int, overlap: int) -> list[tuple[int, 
     from django.contrib.sessions.backends.db import SessionStore
 
     from preference_app.core import roles
-    from preference_app.core.models import Candidate, Comparison, Conversation, Turn
+    from preference_app.core.models import Candidate, Comparison, Conversation, ModelVersion, Turn
 
     User = get_user_model()
     password = make_password("bench password")  # Hashed once and shared: hashing is slow on purpose.
-    users = User.objects.bulk_create(User(username=f"bench{n:03d}", password=password) for n in range(annotators))
+    users = User.objects.bulk_create(User(username=f"bench{n:03d}", password=password)
+                                     for n in range(annotators + chatters))
+    if chatters:
+        ModelVersion.objects.create(name="bench-policy", kind=ModelVersion.Kind.POLICY, path="/nowhere",
+                                    base_model_id="bench", is_serving=True)
     Group.objects.get(name=roles.ANNOTATOR).user_set.add(*users)
 
     conversations = Conversation.objects.bulk_create(
@@ -214,11 +232,16 @@ def gunicorn_stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+HALVES = ("alone", "with chats")
+
+
 @dataclass
 class Tally:
     """What one simulated annotator saw; merged after the run."""
 
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"fetch": [], "submit": []})
+    # Every fetch and submit latency again, by the half of the run it was measured in.
+    by_half: dict[str, list[float]] = field(default_factory=lambda: {half: [] for half in HALVES})
     acknowledged: list[int] = field(default_factory=list)  # Comparison ids answered "Saved".
     doubles: int = 0  # Submits sent twice.
     doubles_calm: int = 0  # Second copies answered "already judged".
@@ -227,9 +250,11 @@ class Tally:
 
 
 class Annotator(threading.Thread):
-    def __init__(self, *, port: int, session_key: str, deadline: float, args, rng: random.Random):
+    def __init__(self, *, port: int, session_key: str, deadline: float, args, rng: random.Random,
+                 half_starts: float | None = None):
         super().__init__(daemon=True)
         self.port, self.deadline, self.args, self.rng = port, deadline, args, rng
+        self.half_starts = half_starts  # When the chats start streaming; None without chats.
         self.csrf = secrets.token_hex(16)  # 32 characters: Django accepts an unmasked secret.
         self.headers = {
             "Cookie": f"sessionid={session_key}; csrftoken={self.csrf}",
@@ -253,11 +278,17 @@ class Annotator(threading.Thread):
             self.tally.errors[f"{kind}: {type(error).__name__}"] += 1
             connection.close()
             return None
-        self.tally.latencies[kind].append(time.perf_counter() - started)
-        if response.status != 200:
+        latency = time.perf_counter() - started
+        self.tally.latencies.setdefault(kind, []).append(latency)
+        if kind in ("fetch", "submit") and self.half_starts is not None:
+            self.tally.by_half[HALVES[time.monotonic() >= self.half_starts]].append(latency)
+        if response.status not in self.expected_statuses(kind):
             self.tally.errors[f"{kind}: HTTP {response.status}"] += 1
             return None
         return text
+
+    def expected_statuses(self, kind: str) -> tuple[int, ...]:
+        return (200,)
 
     def submit_twice(self, path: str, body: str) -> tuple[str | None, str | None]:
         """Send the same judgment on two connections at once, as a double click does."""
@@ -299,6 +330,62 @@ class Annotator(threading.Thread):
                     self.tally.errors["submit: answered without saving"] += 1
             if saved:
                 self.tally.acknowledged.extend([comparison_id] * saved)
+
+
+class Chatter(Annotator):
+    """A person in a live chat while its replies are written: opens the chat, then polls the replies'
+    text every 0.5 s and the chat's phase every second, as the chat page does with htmx."""
+
+    def __init__(self, *, starts: float, username: str, **kwargs):
+        super().__init__(**kwargs)
+        self.starts, self.username = starts, username
+        self.draft_sizes: list[int] = []
+
+    def expected_statuses(self, kind: str) -> tuple[int, ...]:
+        # The phase poll answers 204 while the phase stays "generating"; opening a chat redirects.
+        return {"open chat": (302,), "phase poll": (204,)}.get(kind, (200,))
+
+    def run(self) -> None:
+        time.sleep(max(0.0, self.starts - time.monotonic()) + self.rng.uniform(0, 1))
+        headers = self.headers
+        self.headers = {name: value for name, value in headers.items() if name != "HX-Request"}
+        self.request("open chat", "POST", "/annotate/chat/", urlencode({"text": "Tell me about owls."}))
+        self.headers = headers
+        from preference_app.core.models import Conversation
+
+        conversation = Conversation.objects.filter(annotator__username=self.username).order_by("-id").first()
+        if conversation is None:
+            self.tally.errors["open chat: no conversation stored"] += 1
+            return
+        polls = 0
+        while time.monotonic() < self.deadline:
+            drafts = self.request("drafts", "GET", f"/annotate/chat/{conversation.pk}/drafts/")
+            if drafts is not None:
+                self.draft_sizes.append(len(drafts))
+            if polls % 2 == 0:
+                self.request("phase poll", "GET", f"/annotate/chat/{conversation.pk}/?unless=generating")
+            polls += 1
+            time.sleep(0.5)
+
+
+def replies_written(*, stop: threading.Event, words_per_second: float, interval: float = 0.25) -> None:
+    """Play the chat worker: every `interval` grow the partial replies of every chat batch in the
+    database, as generation_batch_run does while a chat's replies are written."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from preference_app.core.models import GenerationBatch
+
+    words = 0.0
+    while not stop.wait(interval):
+        words += words_per_second * interval
+        text = " ".join(["Owls hunt at night and their feathers are soft, so they fly without a sound."] * 100)
+        partial = text[: int(words * 6)]
+        GenerationBatch.objects.exclude(status=GenerationBatch.Status.DONE).update(
+            status=GenerationBatch.Status.RUNNING, claimed=timezone.now(), progress=min(0.99, words / 500),
+            partial_replies=[partial, partial],
+        )
+    connection.close()
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -355,7 +442,9 @@ def main() -> int:
     import django
 
     django.setup()
-    sessions = seed(annotators=args.annotators, comparisons=comparisons, overlap=args.overlap)
+    sessions = seed(annotators=args.annotators, comparisons=comparisons, overlap=args.overlap, chatters=args.chats)
+    chat_sessions = sessions[args.annotators:]
+    sessions = sessions[:args.annotators]
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -367,19 +456,34 @@ def main() -> int:
     print(f"gunicorn: {args.workers} workers x {args.threads} threads (gthread) on 127.0.0.1:{args.port}; "
           f"{args.annotators} annotators for {args.seconds:g} s, think time ~{args.think_ms:g} ms, "
           f"{args.double_submit:.0%} double submits; {os.cpu_count()} CPUs")
+    chatters: list[Chatter] = []
+    writer_stop = threading.Event()
     try:
         started = time.monotonic()
-        deadline = started + args.seconds
+        halves = 2 if args.chats else 1
+        deadline = started + args.seconds * halves
+        half_starts = started + args.seconds if args.chats else None
         annotators = [
-            Annotator(port=args.port, session_key=key, deadline=deadline, args=args, rng=random.Random(rng.random()))
+            Annotator(port=args.port, session_key=key, deadline=deadline, args=args, rng=random.Random(rng.random()),
+                      half_starts=half_starts)
             for _, key in sessions
         ]
-        for annotator in annotators:
-            annotator.start()
-        for annotator in annotators:
-            annotator.join(timeout=args.seconds + 60)
+        chatters = [
+            Chatter(port=args.port, session_key=key, deadline=deadline, args=args, rng=random.Random(rng.random()),
+                    starts=half_starts, username=f"bench{args.annotators + number:03d}")
+            for number, (_, key) in enumerate(chat_sessions)
+        ]
+        writer = threading.Thread(target=replies_written, daemon=True,
+                                  kwargs={"stop": writer_stop, "words_per_second": args.chat_words_per_second})
+        if args.chats:
+            writer.start()
+        for client in annotators + chatters:
+            client.start()
+        for client in annotators + chatters:
+            client.join(timeout=args.seconds * halves + 60)
         elapsed = time.monotonic() - started
     finally:
+        writer_stop.set()
         gunicorn_stop(server)
 
     tallies = [annotator.tally for annotator in annotators]
@@ -397,11 +501,30 @@ def main() -> int:
     print(f"errors           {sum(errors.values())}" + (f"  {dict(errors)}" if errors else ""))
     print(f"double submits   {doubles}, of which {doubles_calm} answered 'already judged' exactly once")
     print(f"empty queue hits {sum(tally.empty_queue for tally in tallies)}")
+    if chatters:
+        by_half = {half: [value for tally in tallies for value in tally.by_half[half]] for half in HALVES}
+        chat_errors = sum((chatter.tally.errors for chatter in chatters), Counter())
+        errors += chat_errors
+        drafts = [value for chatter in chatters for value in chatter.tally.latencies.get("drafts", [])]
+        polls = [value for chatter in chatters for value in chatter.tally.latencies.get("phase poll", [])]
+        grew = sum(len(set(chatter.draft_sizes)) > 1 for chatter in chatters)
+        p95 = {half: percentile(values, .95) * 1000 for half, values in by_half.items() if values}
+        print()
+        print(f"annotators alone            {milliseconds(by_half['alone'])}")
+        print(f"annotators with {args.chats} chats     {milliseconds(by_half['with chats'])}")
+        if len(p95) == 2:
+            print(f"annotators' p95 with chats / alone = {p95['with chats'] / p95['alone']:.2f}")
+        print(f"chat drafts poll            {milliseconds(drafts)}")
+        print(f"chat phase poll             {milliseconds(polls)}")
+        print(f"chat errors                 {sum(chat_errors.values())}" + (f"  {dict(chat_errors)}" if chat_errors else ""))
+        print(f"chats whose replies grew on the page: {grew} of {len(chatters)}")
 
     acknowledged = {user: annotator.tally.acknowledged for (user, _), annotator in zip(sessions, annotators)}
     checks = database_checks(acknowledged, [user for user, _ in sessions])
     checks.append(("every double submit stored one row and said so", doubles_calm == doubles,
                    f"{doubles - doubles_calm} of {doubles} not answered calmly"))
+    if chatters:
+        checks.append(("every chat's replies grew on its page", grew == len(chatters), f"{grew} of {len(chatters)}"))
     print()
     for name, passed, detail in checks:
         print(f"{'ok  ' if passed else 'FAIL'} {name}" + ("" if passed else f": {detail}"))

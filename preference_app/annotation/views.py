@@ -175,8 +175,8 @@ def chat_detail(request: HttpRequest, conversation_id: int) -> HttpResponse:
 @require_GET
 @annotator_required
 def chat_drafts(request: HttpRequest, conversation_id: int) -> HttpResponse:
-    """The replies being written, polled by the chat page while they grow; 204 once they are done,
-    when the chat's own poll brings the next phase.
+    """The replies being written, polled by the chat page while they grow. Once they are done (or
+    failed) it answers 204 with the `chat-replies-done` event, on which the chat section reloads.
 
     Short polling of the text the worker last wrote, rather than server-sent events: an open stream
     would hold one of gunicorn's sync workers for the whole turn (twenty chats, twenty workers),
@@ -184,10 +184,10 @@ def chat_drafts(request: HttpRequest, conversation_id: int) -> HttpResponse:
     Content-Security-Policy needs nothing new.
     """
     conversation = selectors.chat_get(annotator=request.user, conversation_id=conversation_id)
-    state = chat.chat_state(annotator=request.user, conversation=conversation)
-    if state.phase != chat.ChatState.GENERATING:
-        return HttpResponse(status=204)
-    return render(request, "annotation/_drafts.html", {"state": state})
+    drafts = selectors.chat_drafts(conversation=conversation)
+    if drafts is None:
+        return HttpResponse(status=204, headers={"HX-Trigger": "chat-replies-done"})
+    return render(request, "annotation/_drafts.html", {"drafts": drafts})
 
 
 @require_POST

@@ -206,7 +206,23 @@ def test_polling_while_replies_are_written_answers_no_content_until_they_arrive(
     response = client.get(poll, **HTMX)
     html = response.content.decode()
     assert response.status_code == 200 and html.lstrip().startswith('<section id="chat"')
-    assert 'id="judge-form"' in html and "every 1s" not in html
+    assert 'id="judge-form"' in html and "chat-replies-done" not in html
+
+
+def test_the_drafts_poll_shows_the_replies_so_far_then_says_they_are_done(client, annotator, tiny_policy):
+    client.force_login(annotator)
+    client.post(reverse("annotation:chat_list"), {"text": "What is rain?"})
+    conversation = Conversation.objects.get()
+    drafts = reverse("annotation:chat_drafts", args=[conversation.pk])
+    GenerationBatch.objects.filter(conversations=conversation).update(
+        status="running", partial_replies=["Rain is **water**", "Rain falls <script>x</script>"])
+    html = client.get(drafts, **HTMX).content.decode()
+    assert html.count('class="reply draft"') == 2
+    assert "Rain is <strong>water</strong>" in html and "&lt;script&gt;x&lt;/script&gt;" in html
+    GenerationBatch.objects.filter(conversations=conversation).update(status="pending")
+    replies_arrive(conversation)
+    done = client.get(drafts, **HTMX)
+    assert done.status_code == 204 and done["HX-Trigger"] == "chat-replies-done"
 
 
 def test_an_htmx_message_returns_the_chat_with_a_polling_loading_indicator(client, annotator, chat):
@@ -215,7 +231,8 @@ def test_an_htmx_message_returns_the_chat_with_a_polling_loading_indicator(clien
     client.post(reverse("annotation:chat_judge", args=[chat.pk, state.pair.comparison.pk]), {"preference": "1"}, **HTMX)
     response = client.post(reverse("annotation:chat_message", args=[chat.pk]), {"text": "And bats?"}, **HTMX)
     html = response.content.decode()
-    assert 'hx-trigger="every 1s"' in html and "The model is writing two replies" in html
+    assert 'hx-trigger="every 5s, chat-replies-done"' in html and "The model is writing two replies" in html
+    assert reverse("annotation:chat_drafts", args=[chat.pk]) in html
     assert "And bats?" in html
 
 
