@@ -1,10 +1,20 @@
-"""Candidates/s of batched generation against one-prompt-at-a-time generation, in one run.
+"""Candidates/s of batched generation against one-prompt-at-a-time generation, in one run; and with
+--backends, HF float32 generation against the faster CPU paths tried for the live chat.
 
     .venv/bin/python bench/generate.py [--prompts 16] [--k 2] [--max-new-tokens 64] [--model DIR]
+    .venv/bin/python bench/generate.py --backends [--max-new-tokens 160] [--threads 2]
 
 Both legs sample the same (prompt, K) rows with the same settings; the one-at-a-time leg calls the
 same `generate_replies` with a batch size of 1, as a naive worker loop would. Runs are alternated
 (one-at-a-time, batched, repeated) and the best of each is reported.
+
+--backends runs, alternated and repeated, each path at batch 1, 2 (a chat turn: two replies) and 16,
+greedy and sampled, on the same prompt and length (every reply runs to --max-new-tokens): tokens/s,
+the time to the first new token, and the seconds of a two-reply chat turn. Paths: `hf` (HF generate,
+float32: what the app uses), `hf-bf16` (the model in bfloat16), `hf-int8` (torch dynamic int8
+quantisation of every linear layer but the output head, per-channel weights). Against `hf` it also
+prints, for each reduced-precision path, on the prompts' float32 greedy replies: the mean per-token
+KL(hf || path) of the next-token distributions and the share of greedy tokens that agree.
 """
 
 from __future__ import annotations
@@ -34,6 +44,105 @@ def run(loaded, contexts, config):
     return {"seconds": seconds, "candidates": len(flat), "tokens": sum(reply.token_count for reply in flat)}
 
 
+def reduced_precision_paths(model) -> dict:
+    """The paths tried beside HF float32: name -> model, each a copy of `model`."""
+    import copy
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    int8 = copy.deepcopy(model)
+    spec = {name: per_channel_dynamic_qconfig for name, module in int8.named_modules()
+            if isinstance(module, torch.nn.Linear) and name != "lm_head"}
+    with warnings.catch_warnings():
+        # torch.ao's eager quantisation is deprecated in favour of torchao, which is not installed here.
+        warnings.simplefilter("ignore")
+        int8 = quantize_dynamic(int8, spec, dtype=torch.qint8)
+    return {"hf-bf16": copy.deepcopy(model).to(torch.bfloat16), "hf-int8": int8}
+
+
+def timed_generation(model, tokenizer, prompt_ids, *, batch: int, tokens: int, sampled: bool) -> dict:
+    """One generate call of `batch` copies of the prompt, every reply exactly `tokens` long."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class FirstToken(BaseStreamer):
+        def __init__(self):
+            self.calls, self.first = 0, None
+
+        def put(self, value):
+            self.calls += 1
+            if self.calls == 2:  # The first call carries the prompt.
+                self.first = time.perf_counter()
+
+        def end(self):
+            pass
+
+    ids = prompt_ids.repeat(batch, 1)
+    streamer = FirstToken()
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, min_new_tokens=tokens,
+                       do_sample=sampled, temperature=0.8 if sampled else None, top_p=0.95 if sampled else None,
+                       top_k=None, pad_token_id=tokenizer.pad_token_id, streamer=streamer)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "tokens_per_second": batch * tokens / seconds, "first_token": streamer.first - started}
+
+
+@torch.inference_mode()
+def fidelity(reference, path, tokenizer, prompts: list[torch.Tensor], tokens: int) -> dict:
+    """Per-token KL(reference || path) on the reference's greedy replies, and greedy agreement."""
+    kls, agree, total = [], 0, 0
+    for ids in prompts:
+        mask = torch.ones_like(ids)
+        greedy = reference.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
+        start = ids.shape[1] - 1
+        reference_logp = torch.log_softmax(reference(greedy).logits[0, start:-1].float(), -1)
+        path_logits = path(greedy).logits[0, start:-1].float()
+        kls.append((reference_logp.exp() * (reference_logp - torch.log_softmax(path_logits, -1))).sum(-1))
+        agree += int((path_logits.argmax(-1) == greedy[0, ids.shape[1]:]).sum())
+        total += greedy.shape[1] - ids.shape[1]
+    return {"kl_per_token": float(torch.cat(kls).mean()), "greedy_agreement": agree / total}
+
+
+def compare_backends(args, loaded, contexts) -> None:
+    model, tokenizer = loaded.model, loaded.tokenizer
+    paths = {"hf": model, **reduced_precision_paths(model)}
+    prompts = [tokenizer.apply_chat_template(context, add_generation_prompt=True, return_tensors="pt",
+                                             return_dict=True)["input_ids"] for context in contexts]
+    best: dict[tuple, dict] = {}
+    for repeat in range(args.repeats):
+        for batch in (1, 2, 16):
+            for sampled in (False, True):
+                for name, path in paths.items():
+                    result = timed_generation(path, tokenizer, prompts[0], batch=batch, tokens=args.max_new_tokens,
+                                              sampled=sampled)
+                    key = (name, batch, sampled)
+                    print(f"  run {repeat + 1} {name:>8} batch {batch:>2} {'sampled' if sampled else 'greedy':>7}: "
+                          f"{result['seconds']:6.2f} s, {result['tokens_per_second']:6.1f} tokens/s, "
+                          f"first token {result['first_token']:.3f} s", flush=True)
+                    if key not in best or result["seconds"] < best[key]["seconds"]:
+                        best[key] = result
+    print(f"\nbest of {args.repeats} runs, {args.max_new_tokens} new tokens per reply, "
+          f"torch threads {torch.get_num_threads()}")
+    print("| path | batch | decoding | tokens/s | x hf | first token (s) | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, batch, sampled), result in best.items():
+        ratio = result["tokens_per_second"] / best[("hf", batch, sampled)]["tokens_per_second"]
+        print(f"| {name} | {batch} | {'sampled' if sampled else 'greedy'} | {result['tokens_per_second']:.1f} | "
+              f"{ratio:.2f} | {result['first_token']:.3f} | {result['seconds']:.2f} |")
+    for name, path in paths.items():
+        if name != "hf":
+            found = fidelity(model, path, tokenizer, prompts[: args.fidelity_prompts], args.max_new_tokens)
+            print(f"{name}: KL(hf || {name}) {found['kl_per_token']:.4f} nats per token, greedy agreement "
+                  f"{found['greedy_agreement']:.1%} on {min(len(prompts), args.fidelity_prompts)} prompts' "
+                  f"float32 greedy replies")
+    chat = best[("hf", 2, True)]
+    print(f"two-reply chat turn with hf (batch 2, sampled): {chat['seconds']:.1f} s, first token "
+          f"{chat['first_token']:.2f} s (goal: under 5 s, first token under 1 s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(REPO_ROOT / "var" / "models" / "SmolLM2-135M-Instruct"))
@@ -43,12 +152,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backends", action="store_true", help="compare HF float32 with the faster CPU paths")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--fidelity-prompts", type=int, default=8)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rows = [json.loads(line) for line in PROMPTS_FILE.read_text().splitlines() if line.strip()][: args.prompts]
     contexts = [[{"role": "user", "content": row["text"]}] for row in rows]
     loaded = load_causal_lm(args.model, device=args.device)
     loaded.model.eval()
+    if args.backends:
+        compare_backends(args, loaded, contexts)
+        return
     shared = dict(candidates_per_context=args.k, max_new_tokens=args.max_new_tokens, seed=0)
     one_at_a_time = GenerationConfig(batch_size=1, **shared)
     batched = GenerationConfig(batch_size=args.batch_size, **shared)
