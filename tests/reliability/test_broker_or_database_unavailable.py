@@ -46,7 +46,8 @@ def test_a_chat_message_sent_while_the_broker_is_down_says_so_and_keeps_the_mess
     from preference_app.core import tasks as core_tasks
 
     ModelVersion.objects.create(name="base", kind="policy", path="/unused", base_model_id="tiny", is_serving=True)
-    monkeypatch.setattr(core_tasks.generate_candidates, "delay", refuse)
+    # A chat turn is sent with apply_async (to the chat queue), which delay also goes through.
+    monkeypatch.setattr(core_tasks.generate_candidates, "apply_async", refuse)
     client = client_for(annotator)
     with django_capture_on_commit_callbacks(execute=True):
         sent = client.post("/annotate/chat/", {"text": "Hello?"})
