@@ -12,7 +12,10 @@ same `generate_replies` with a batch size of 1, as a naive worker loop would. Ru
 greedy and sampled, on the same prompt and length (every reply runs to --max-new-tokens): tokens/s,
 the time to the first new token, and the seconds of a two-reply chat turn. Paths: `hf` (HF generate,
 float32: what the app uses), `hf-bf16` (the model in bfloat16), `hf-int8` (torch dynamic int8
-quantisation of every linear layer but the output head, per-channel weights). Against `hf` it also
+quantisation of every linear layer but the output head, per-channel weights), and where
+llama-cpp-python is installed (it is not in the requirements: pip builds it from source, about an
+hour on this machine), `llama.cpp` on the bundled Q4_1 GGUF, whose dequantised weights are exactly
+the float32 model's; its "batch 2" is two replies one after the other. Against `hf` it also
 prints, for each reduced-precision path, on the prompts' float32 greedy replies: the mean per-token
 KL(hf || path) of the next-token distributions and the share of greedy tokens that agree.
 """
@@ -106,9 +109,62 @@ def fidelity(reference, path, tokenizer, prompts: list[torch.Tensor], tokens: in
     return {"kl_per_token": float(torch.cat(kls).mean()), "greedy_agreement": agree / total}
 
 
+class LlamaCppPath:
+    """llama.cpp (llama-cpp-python) on the bundled GGUF, one sequence at a time."""
+
+    def __init__(self, threads: int):
+        from llama_cpp import Llama
+
+        from training.checkpoints import bundled_gguf_path
+
+        self.llama = Llama(model_path=str(bundled_gguf_path()), n_ctx=2048, n_threads=threads or None,
+                           logits_all=True, verbose=False)
+
+    def timed(self, prompt_ids: torch.Tensor, *, batch: int, tokens: int, sampled: bool) -> dict:
+        started, first = time.perf_counter(), None
+        for _ in range(batch):
+            self.llama.reset()
+            written = 0
+            for _token in self.llama.generate(prompt_ids[0].tolist(), temp=0.8 if sampled else 0.0, top_p=0.95,
+                                              top_k=0, reset=True):
+                first = first or time.perf_counter()
+                written += 1
+                if written == tokens:
+                    break
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "tokens_per_second": batch * tokens / seconds, "first_token": first - started}
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """(T, vocab) next-token logits after each of `ids`' tokens."""
+        import numpy
+
+        self.llama.reset()
+        self.llama.eval(ids[0].tolist())
+        return torch.from_numpy(numpy.array(self.llama.scores[: ids.shape[1]], dtype=numpy.float32))
+
+
+@torch.inference_mode()
+def llama_fidelity(reference, path: LlamaCppPath, tokenizer, prompts: list[torch.Tensor], tokens: int) -> dict:
+    kls, agree, total = [], 0, 0
+    for ids in prompts:
+        greedy = reference.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                    do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        start = ids.shape[1] - 1
+        reference_logp = torch.log_softmax(reference(greedy).logits[0, start:-1].float(), -1)
+        path_logits = path.logits(greedy)[start:-1, : reference_logp.shape[-1]]
+        kls.append((reference_logp.exp() * (reference_logp - torch.log_softmax(path_logits, -1))).sum(-1))
+        agree += int((path_logits.argmax(-1) == greedy[0, ids.shape[1]:]).sum())
+        total += greedy.shape[1] - ids.shape[1]
+    return {"kl_per_token": float(torch.cat(kls).mean()), "greedy_agreement": agree / total}
+
+
 def compare_backends(args, loaded, contexts) -> None:
     model, tokenizer = loaded.model, loaded.tokenizer
     paths = {"hf": model, **reduced_precision_paths(model)}
+    try:
+        paths["llama.cpp"] = LlamaCppPath(args.threads)
+    except ImportError:
+        print("llama-cpp-python is not installed: no llama.cpp leg")
     prompts = [tokenizer.apply_chat_template(context, add_generation_prompt=True, return_tensors="pt",
                                              return_dict=True)["input_ids"] for context in contexts]
     best: dict[tuple, dict] = {}
@@ -116,8 +172,11 @@ def compare_backends(args, loaded, contexts) -> None:
         for batch in (1, 2, 16):
             for sampled in (False, True):
                 for name, path in paths.items():
-                    result = timed_generation(path, tokenizer, prompts[0], batch=batch, tokens=args.max_new_tokens,
-                                              sampled=sampled)
+                    if isinstance(path, LlamaCppPath):
+                        result = path.timed(prompts[0], batch=batch, tokens=args.max_new_tokens, sampled=sampled)
+                    else:
+                        result = timed_generation(path, tokenizer, prompts[0], batch=batch,
+                                                  tokens=args.max_new_tokens, sampled=sampled)
                     key = (name, batch, sampled)
                     print(f"  run {repeat + 1} {name:>8} batch {batch:>2} {'sampled' if sampled else 'greedy':>7}: "
                           f"{result['seconds']:6.2f} s, {result['tokens_per_second']:6.1f} tokens/s, "
@@ -134,7 +193,8 @@ def compare_backends(args, loaded, contexts) -> None:
               f"{ratio:.2f} | {result['first_token']:.3f} | {result['seconds']:.2f} |")
     for name, path in paths.items():
         if name != "hf":
-            found = fidelity(model, path, tokenizer, prompts[: args.fidelity_prompts], args.max_new_tokens)
+            measure = llama_fidelity if isinstance(path, LlamaCppPath) else fidelity
+            found = measure(model, path, tokenizer, prompts[: args.fidelity_prompts], args.max_new_tokens)
             print(f"{name}: KL(hf || {name}) {found['kl_per_token']:.4f} nats per token, greedy agreement "
                   f"{found['greedy_agreement']:.1%} on {min(len(prompts), args.fidelity_prompts)} prompts' "
                   f"float32 greedy replies")
