@@ -28,6 +28,7 @@ MATRIX = [
     ("get", "/annotate/chat/", (302, 200, 403, 200)),
     ("post", "/annotate/chat/", (302, 200, 403, 200)),
     ("get", "/annotate/chat/{chat}/", (302, 200, 403, 404)),
+    ("get", "/annotate/chat/{chat}/drafts/", (302, 204, 403, 404)),
     ("post", "/annotate/chat/{chat}/message/", (302, 200, 403, 404)),
     ("post", "/annotate/chat/{chat}/judge/{comparison}/", (302, 200, 403, 404)),
     ("post", "/annotate/chat/{chat}/retry/", (302, 302, 403, 404)),
