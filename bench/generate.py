@@ -47,8 +47,48 @@ def run(loaded, contexts, config):
     return {"seconds": seconds, "candidates": len(flat), "tokens": sum(reply.token_count for reply in flat)}
 
 
-def reduced_precision_paths(model) -> dict:
-    """The paths tried beside HF float32: name -> model, each a copy of `model`."""
+class HfPath:
+    """A transformers model (float32, bfloat16 or int8): HF generate, every reply in one batch."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    def timed(self, prompt_ids: torch.Tensor, *, batch: int, tokens: int, sampled: bool) -> dict:
+        """One generate call of `batch` copies of the prompt, every reply exactly `tokens` long."""
+        from transformers.generation.streamers import BaseStreamer
+
+        class FirstToken(BaseStreamer):
+            def __init__(self):
+                self.calls, self.first = 0, None
+
+            def put(self, value):
+                self.calls += 1
+                if self.calls == 2:  # The first call carries the prompt.
+                    self.first = time.perf_counter()
+
+            def end(self):
+                pass
+
+        ids = prompt_ids.repeat(batch, 1)
+        streamer = FirstToken()
+        torch.manual_seed(0)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                min_new_tokens=tokens, do_sample=sampled, temperature=0.8 if sampled else None,
+                                top_p=0.95 if sampled else None, top_k=None, pad_token_id=self.tokenizer.pad_token_id,
+                                streamer=streamer)
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "tokens_per_second": batch * tokens / seconds, "first_token": streamer.first - started}
+
+    @torch.inference_mode()
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """(T, vocab) next-token logits after each of `ids`' tokens."""
+        return self.model(ids).logits[0].float()
+
+
+def reduced_precision_paths(model, tokenizer) -> dict[str, HfPath]:
+    """The HF paths tried beside float32, each on a copy of `model`."""
     import copy
     import warnings
 
@@ -61,52 +101,7 @@ def reduced_precision_paths(model) -> dict:
         # torch.ao's eager quantisation is deprecated in favour of torchao, which is not installed here.
         warnings.simplefilter("ignore")
         int8 = quantize_dynamic(int8, spec, dtype=torch.qint8)
-    return {"hf-bf16": copy.deepcopy(model).to(torch.bfloat16), "hf-int8": int8}
-
-
-def timed_generation(model, tokenizer, prompt_ids, *, batch: int, tokens: int, sampled: bool) -> dict:
-    """One generate call of `batch` copies of the prompt, every reply exactly `tokens` long."""
-    from transformers.generation.streamers import BaseStreamer
-
-    class FirstToken(BaseStreamer):
-        def __init__(self):
-            self.calls, self.first = 0, None
-
-        def put(self, value):
-            self.calls += 1
-            if self.calls == 2:  # The first call carries the prompt.
-                self.first = time.perf_counter()
-
-        def end(self):
-            pass
-
-    ids = prompt_ids.repeat(batch, 1)
-    streamer = FirstToken()
-    torch.manual_seed(0)
-    started = time.perf_counter()
-    with torch.inference_mode():
-        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, min_new_tokens=tokens,
-                       do_sample=sampled, temperature=0.8 if sampled else None, top_p=0.95 if sampled else None,
-                       top_k=None, pad_token_id=tokenizer.pad_token_id, streamer=streamer)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "tokens_per_second": batch * tokens / seconds, "first_token": streamer.first - started}
-
-
-@torch.inference_mode()
-def fidelity(reference, path, tokenizer, prompts: list[torch.Tensor], tokens: int) -> dict:
-    """Per-token KL(reference || path) on the reference's greedy replies, and greedy agreement."""
-    kls, agree, total = [], 0, 0
-    for ids in prompts:
-        mask = torch.ones_like(ids)
-        greedy = reference.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
-        start = ids.shape[1] - 1
-        reference_logp = torch.log_softmax(reference(greedy).logits[0, start:-1].float(), -1)
-        path_logits = path(greedy).logits[0, start:-1].float()
-        kls.append((reference_logp.exp() * (reference_logp - torch.log_softmax(path_logits, -1))).sum(-1))
-        agree += int((path_logits.argmax(-1) == greedy[0, ids.shape[1]:]).sum())
-        total += greedy.shape[1] - ids.shape[1]
-    return {"kl_per_token": float(torch.cat(kls).mean()), "greedy_agreement": agree / total}
+    return {"hf-bf16": HfPath(copy.deepcopy(model).to(torch.bfloat16), tokenizer), "hf-int8": HfPath(int8, tokenizer)}
 
 
 class LlamaCppPath:
@@ -144,13 +139,15 @@ class LlamaCppPath:
 
 
 @torch.inference_mode()
-def llama_fidelity(reference, path: LlamaCppPath, tokenizer, prompts: list[torch.Tensor], tokens: int) -> dict:
+def fidelity(reference: HfPath, path, prompts: list[torch.Tensor], tokens: int) -> dict:
+    """Per-token KL(reference || path) on the reference's greedy replies, and greedy agreement."""
     kls, agree, total = [], 0, 0
     for ids in prompts:
-        greedy = reference.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                                    do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        greedy = reference.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                          do_sample=False, pad_token_id=reference.tokenizer.pad_token_id)
         start = ids.shape[1] - 1
-        reference_logp = torch.log_softmax(reference(greedy).logits[0, start:-1].float(), -1)
+        reference_logp = torch.log_softmax(reference.logits(greedy)[start:-1], -1)
+        # llama.cpp's vocabulary may be padded past the tokenizer's: only the shared ids are compared.
         path_logits = path.logits(greedy)[start:-1, : reference_logp.shape[-1]]
         kls.append((reference_logp.exp() * (reference_logp - torch.log_softmax(path_logits, -1))).sum(-1))
         agree += int((path_logits.argmax(-1) == greedy[0, ids.shape[1]:]).sum())
@@ -159,24 +156,20 @@ def llama_fidelity(reference, path: LlamaCppPath, tokenizer, prompts: list[torch
 
 
 def compare_backends(args, loaded, contexts) -> None:
-    model, tokenizer = loaded.model, loaded.tokenizer
-    paths = {"hf": model, **reduced_precision_paths(model)}
+    reference = HfPath(loaded.model, loaded.tokenizer)
+    paths = {"hf": reference, **reduced_precision_paths(loaded.model, loaded.tokenizer)}
     try:
         paths["llama.cpp"] = LlamaCppPath(args.threads)
     except ImportError:
         print("llama-cpp-python is not installed: no llama.cpp leg")
-    prompts = [tokenizer.apply_chat_template(context, add_generation_prompt=True, return_tensors="pt",
-                                             return_dict=True)["input_ids"] for context in contexts]
+    prompts = [loaded.tokenizer.apply_chat_template(context, add_generation_prompt=True, return_tensors="pt",
+                                                    return_dict=True)["input_ids"] for context in contexts]
     best: dict[tuple, dict] = {}
     for repeat in range(args.repeats):
         for batch in (1, 2, 16):
             for sampled in (False, True):
                 for name, path in paths.items():
-                    if isinstance(path, LlamaCppPath):
-                        result = path.timed(prompts[0], batch=batch, tokens=args.max_new_tokens, sampled=sampled)
-                    else:
-                        result = timed_generation(path, tokenizer, prompts[0], batch=batch,
-                                                  tokens=args.max_new_tokens, sampled=sampled)
+                    result = path.timed(prompts[0], batch=batch, tokens=args.max_new_tokens, sampled=sampled)
                     key = (name, batch, sampled)
                     print(f"  run {repeat + 1} {name:>8} batch {batch:>2} {'sampled' if sampled else 'greedy':>7}: "
                           f"{result['seconds']:6.2f} s, {result['tokens_per_second']:6.1f} tokens/s, "
@@ -192,9 +185,8 @@ def compare_backends(args, loaded, contexts) -> None:
         print(f"| {name} | {batch} | {'sampled' if sampled else 'greedy'} | {result['tokens_per_second']:.1f} | "
               f"{ratio:.2f} | {result['first_token']:.3f} | {result['seconds']:.2f} |")
     for name, path in paths.items():
-        if name != "hf":
-            measure = llama_fidelity if isinstance(path, LlamaCppPath) else fidelity
-            found = measure(model, path, tokenizer, prompts[: args.fidelity_prompts], args.max_new_tokens)
+        if path is not reference:
+            found = fidelity(reference, path, prompts[: args.fidelity_prompts], args.max_new_tokens)
             print(f"{name}: KL(hf || {name}) {found['kl_per_token']:.4f} nats per token, greedy agreement "
                   f"{found['greedy_agreement']:.1%} on {min(len(prompts), args.fidelity_prompts)} prompts' "
                   f"float32 greedy replies")

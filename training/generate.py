@@ -91,12 +91,14 @@ def generate_replies(
     config: GenerationConfig,
     on_progress: OnProgress | None = None,
     progress_interval: float = 0.25,
+    partial_text: bool = False,
 ) -> list[list[GeneratedReply]]:
     """Sample `config.candidates_per_context` replies for every context, in batches.
 
     Returns one list of K replies per context, in the order the contexts were given. `on_progress`,
     when given, is called at most every `progress_interval` seconds while tokens are written, and
-    once when every batch is done.
+    once when every batch is done; its `partial` holds the rows' text so far only with `partial_text`
+    (decoding every row at each report is work a caller that shows no text should not pay for).
     """
     set_seed(config.seed)
     k = config.candidates_per_context
@@ -111,7 +113,7 @@ def generate_replies(
         streamer = None
         if on_progress is not None:
             streamer = _ProgressStreamer(tokenizer, batch_rows, start, len(rows), config.max_new_tokens,
-                                         on_progress, progress_interval)
+                                         on_progress, progress_interval, partial_text)
         batch_replies = _generate_batch(model, tokenizer, [rows[row][1] for row in batch_rows], config, streamer)
         for row, reply in zip(batch_rows, batch_replies):
             replies[row] = reply
@@ -121,15 +123,16 @@ def generate_replies(
 
 
 class _ProgressStreamer(BaseStreamer):
-    """Collects the tokens `model.generate` writes for each row of one batch and reports the
-    partial texts and the share of the work done, at most every `interval` seconds.
+    """Counts the steps `model.generate` takes on one batch and reports the share of the work done
+    (and, with `partial_text`, each row's text so far) at most every `interval` seconds.
 
     transformers' own streamers take one row; this one takes the (B,) tensor of each step's tokens.
     """
 
     def __init__(self, tokenizer, batch_rows: list[int], rows_before: int, rows_total: int, max_new_tokens: int,
-                 on_progress: OnProgress, interval: float):
+                 on_progress: OnProgress, interval: float, partial_text: bool):
         self.tokenizer = tokenizer
+        self.partial_text = partial_text
         self.batch_rows = batch_rows
         self.rows_before = rows_before
         self.rows_total = rows_total
@@ -148,13 +151,14 @@ class _ProgressStreamer(BaseStreamer):
             self.prompt_seen = True
             return
         self.steps += 1
-        for position, token in enumerate(value.reshape(-1).tolist()):
-            if self.ended[position]:
-                continue
-            if token == self.tokenizer.eos_token_id:
-                self.ended[position] = True
-            else:
-                self.tokens[position].append(token)
+        if self.partial_text:
+            for position, token in enumerate(value.reshape(-1).tolist()):
+                if self.ended[position]:
+                    continue
+                if token == self.tokenizer.eos_token_id:
+                    self.ended[position] = True
+                else:
+                    self.tokens[position].append(token)
         now = time.monotonic()
         if now - self.last_report >= self.interval:
             self.last_report = now
@@ -166,8 +170,10 @@ class _ProgressStreamer(BaseStreamer):
     def _report(self) -> None:
         written = min(1.0, self.steps / max(1, self.max_new_tokens))
         done = self.rows_before + len(self.batch_rows) * written
-        partial = {row: self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-                   for row, tokens in zip(self.batch_rows, self.tokens)}
+        partial = {}
+        if self.partial_text:
+            partial = {row: self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                       for row, tokens in zip(self.batch_rows, self.tokens)}
         self.on_progress(Progress(fraction=done / self.rows_total, rows_done=self.rows_before,
                                   rows_total=self.rows_total, partial=partial))
 

@@ -215,16 +215,18 @@ def chat_pending_comparison(*, annotator, conversation: Conversation, context_le
     )
 
 
+def _chat_batches_newest_first(conversation: Conversation):
+    return GenerationBatch.objects.filter(conversations=conversation).order_by("-id")
+
+
 def chat_latest_batch(*, conversation: Conversation) -> GenerationBatch | None:
-    return GenerationBatch.objects.filter(conversations=conversation).order_by("-id").first()
+    return _chat_batches_newest_first(conversation).first()
 
 
 def chat_drafts(*, conversation: Conversation) -> list[str] | None:
     """The replies being written for the chat, as the worker last wrote them; None when no batch of
     the chat is pending or running. One query: the chat page polls this twice a second."""
-    latest = (
-        GenerationBatch.objects.filter(conversations=conversation).order_by("-id").values("status", "partial_replies").first()
-    )
+    latest = _chat_batches_newest_first(conversation).values("status", "partial_replies").first()
     if latest is None or latest["status"] not in (GenerationBatch.Status.PENDING, GenerationBatch.Status.RUNNING):
         return None
     return latest["partial_replies"]

@@ -299,7 +299,7 @@ def generation_batch_run(
 
         def report(progress: Progress) -> None:
             fields = {"progress": progress.fraction}
-            if streams and progress.partial:
+            if progress.partial:
                 fields["partial_replies"] = [progress.partial.get(row, "") for row in range(reply_count)]
             mine.update(**fields)
             if on_fraction is not None:
@@ -308,7 +308,8 @@ def generation_batch_run(
         with claims.Heartbeat(lambda: mine.update(claimed=timezone.now()), name=f"batch-{batch_id}-heartbeat"):
             loaded = serving_model(batch.model_version.path)
             replies = generate_replies(loaded.model, loaded.tokenizer, contexts, config, on_progress=report,
-                                       progress_interval=STREAM_INTERVAL_SECONDS if streams else PROGRESS_INTERVAL_SECONDS)
+                                       progress_interval=STREAM_INTERVAL_SECONDS if streams else PROGRESS_INTERVAL_SECONDS,
+                                       partial_text=streams)
         with transaction.atomic():
             locked = GenerationBatch.objects.select_for_update().get(pk=batch_id)
             # Another delivery took the batch over (this worker looked dead): its results count, not these.

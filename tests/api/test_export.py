@@ -48,6 +48,14 @@ def export(client, **params):
     return response, b"".join(response.streaming_content)
 
 
+def exported_text(client, **params) -> bytes:
+    """The export's body, a Parquet file as the text of its rows, so texts can be looked for in any format."""
+    _, body = export(client, **params)
+    if params.get("file_format") == "parquet":
+        return str(pq.read_table(io.BytesIO(body)).to_pylist()).encode()
+    return body
+
+
 def jsonl(client, **params) -> list[dict]:
     _, body = export(client, **params)
     return [json.loads(line) for line in body.decode().splitlines()]
@@ -238,11 +246,8 @@ def flagged(judged, annotators):
 @pytest.mark.parametrize("file_format", ["jsonl", "csv", "parquet"])
 @pytest.mark.parametrize("dataset", ["trl_conversational", "raw"])
 def test_flagged_comparisons_are_left_out_of_exports_unless_asked_for(clients, flagged, dataset, file_format):
-    researcher = clients["researcher"]
-    _, default = export(researcher, dataset=dataset, file_format=file_format)
-    _, included = export(researcher, dataset=dataset, file_format=file_format, include_flagged="true")
-    if file_format == "parquet":
-        default, included = (str(pq.read_table(io.BytesIO(body)).to_pylist()).encode() for body in (default, included))
+    default = exported_text(clients["researcher"], dataset=dataset, file_format=file_format)
+    included = exported_text(clients["researcher"], dataset=dataset, file_format=file_format, include_flagged="true")
     assert b"flagged chosen" not in default
     assert b"flagged chosen" in included
     assert b"A wins" in default
@@ -292,11 +297,8 @@ def test_raw_rows_say_why_each_reply_stopped_and_how_long_it_was(clients, cut_of
 @pytest.mark.parametrize("file_format", ["jsonl", "csv", "parquet"])
 @pytest.mark.parametrize("dataset", ["trl_conversational", "raw"])
 def test_cut_off_replies_are_kept_unless_the_export_leaves_them_out(clients, cut_off, dataset, file_format):
-    researcher = clients["researcher"]
-    _, default = export(researcher, dataset=dataset, file_format=file_format)
-    _, whole = export(researcher, dataset=dataset, file_format=file_format, exclude_cut_off="true")
-    if file_format == "parquet":
-        default, whole = (str(pq.read_table(io.BytesIO(body)).to_pylist()).encode() for body in (default, whole))
+    default = exported_text(clients["researcher"], dataset=dataset, file_format=file_format)
+    whole = exported_text(clients["researcher"], dataset=dataset, file_format=file_format, exclude_cut_off="true")
     assert b"cut chosen" in default
     assert b"cut chosen" not in whole
     assert b"A wins" in whole

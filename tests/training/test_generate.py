@@ -90,7 +90,7 @@ def test_progress_reports_each_rows_text_as_it_grows_and_ends_at_the_whole_work(
     config = GenerationConfig(candidates_per_context=2, max_new_tokens=12, seed=5, batch_size=4)
     reports = []
     replies = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, config, on_progress=reports.append,
-                               progress_interval=0.0)
+                               progress_interval=0.0, partial_text=True)
     flat = [reply.text for context_replies in replies for reply in context_replies]
     fractions = [report.fraction for report in reports]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions[0] < 0.5
@@ -108,6 +108,7 @@ def test_progress_reports_each_rows_text_as_it_grows_and_ends_at_the_whole_work(
 def test_progress_reports_leave_the_replies_unchanged(tiny):
     config = GenerationConfig(candidates_per_context=2, max_new_tokens=12, seed=5, batch_size=4)
     quiet = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, config)
-    watched = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, config, on_progress=lambda progress: None)
+    watched = generate_replies(tiny.model, tiny.tokenizer, CONTEXTS, config, on_progress=lambda progress: None,
+                               partial_text=True)
     ids = lambda replies: [reply.token_ids for context_replies in replies for reply in context_replies]  # noqa: E731
     assert ids(quiet) == ids(watched)
