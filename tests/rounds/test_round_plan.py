@@ -48,7 +48,8 @@ def test_the_plan_says_what_the_round_generates_waits_for_trains_and_asks_people
     plan = round_plan(RoundSettings.from_dict(PRESETS["standard"]))
     assert plan.steps[:2] == ["Generates 4 replies for each of 32 prompts (up to 96 new tokens each).",
                               "Waits for 64 judgments (1 person per comparison)."]
-    assert plan.steps[2].startswith("Trains a reward model (2 epochs) and DPO on people's pairs plus up to 64 pairs")
+    assert plan.steps[2].startswith("Trains a reward model (2 epochs) and DPO on people's pairs plus up to 128 pairs "
+                                   "it picks among 8 replies to each of 128 more prompts.")
     assert plan.steps[3].startswith("Asks people to judge 40 blind head-to-heads of the new policy")
 
 
