@@ -53,6 +53,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -178,8 +179,18 @@ def measure_base(args, rule: Rule, prompts: list[str]) -> dict:
 # --- One mode, in its own process ------------------------------------------------------------------
 
 
+def _exit_with_parent() -> None:
+    """Ends this process once the benchmark that started it is gone: a mode's process left behind by
+    a killed run would otherwise take the cores from the next run for the best part of an hour."""
+    parent_pid = os.getppid()
+    while os.getppid() == parent_pid:
+        time.sleep(5)
+    os._exit(1)
+
+
 def run_mode(job: dict) -> None:
     """Every round of one mode on a fresh database; writes the results to job["out"] after each round."""
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     work = Path(job["work"])
     os.environ.update(
         VAR_DIR=str(work), MODEL_NAME=str(MODEL_DIR), MODELS_DIR=str(work / "models"),

@@ -42,6 +42,11 @@ def has_figure(text: str) -> bool:
     return DIGIT.search(text) is not None
 
 
+def has_paragraphs(text: str) -> bool:
+    """True when the reply has at least two non-empty lines: it is broken up rather than one block."""
+    return sum(1 for line in text.splitlines() if line.strip()) >= 2
+
+
 def _prefer(first_has: bool, second_has: bool) -> tuple[str, int]:
     if first_has == second_has:
         return "tie", 1  # Strength is not used for a tie; 1 keeps it in the documented range.
@@ -65,6 +70,15 @@ def gives_figures(prompt: str, first: str, second: str) -> tuple[str, int]:
     a third of random pairs, where bulleted_list decides about a fifth and a question about a seventh.
     """
     return _prefer(has_figure(first), has_figure(second))
+
+
+def in_paragraphs(prompt: str, first: str, second: str) -> tuple[str, int]:
+    """Prefer the reply broken into paragraphs or lines over one unbroken block; else a tie.
+
+    A readability taste. About half of SmolLM2's 64-token replies are broken up, so this rule decides
+    about half of random pairs, where asks_clarifying_question decided 3 of 50 held-out base pairs.
+    """
+    return _prefer(has_paragraphs(first), has_paragraphs(second))
 
 
 def shorter_reply(prompt: str, first: str, second: str) -> tuple[str, int]:
